@@ -1,0 +1,306 @@
+"""Container, splits, dataset and collate function for atomistic energy/force data.
+
+Frames of different sizes are stored packed: per-atom arrays are concatenated over frames and
+``offsets[k]:offsets[k + 1]`` selects the atoms of frame ``k``. Everything here is plain numpy /
+torch so that models and scripts can use it without Hydra or Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from dcnn.data.neighbors import batched_neighbor_list
+
+# Highest atomic number known to the periodic table; anything else is a corrupt label.
+_MAX_ATOMIC_NUMBER = 118
+
+
+class DataError(ValueError):
+    """A data file or data container is not what the framework expects.
+
+    Messages name the file (or source), the key and what was expected, so that the user can fix
+    the file without reading the code.
+    """
+
+
+def _as_array(source: str, key: str, value: object, dtype: type) -> np.ndarray:
+    """Converts ``value`` to ``dtype`` but refuses lossy float -> integer conversions."""
+    array = np.asarray(value)
+    if (
+        np.issubdtype(dtype, np.integer)
+        and array.size
+        and not np.issubdtype(array.dtype, np.integer)
+    ):
+        raise DataError(f"{source}: key '{key}' must hold integers, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+@dataclass
+class AtomsData:
+    """Packed frames (structures) with energy and force labels.
+
+    Shapes (``F`` frames, ``N`` atoms over all frames): ``numbers`` (N,), ``positions`` (N, 3),
+    ``offsets`` (F + 1,), ``energy`` (F,), ``forces`` (N, 3), ``cell`` (F, 3, 3) (zeros when a
+    frame has no cell), ``pbc`` (F, 3), ``frame_ids`` (F,) identity of each frame in its source.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    offsets: np.ndarray
+    energy: np.ndarray
+    forces: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    frame_ids: np.ndarray
+    units: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.numbers = _as_array(self.source, "numbers", self.numbers, np.int64)
+        self.positions = _as_array(self.source, "positions", self.positions, np.float64)
+        self.offsets = _as_array(self.source, "offsets", self.offsets, np.int64)
+        self.energy = _as_array(self.source, "energy", self.energy, np.float64)
+        self.forces = _as_array(self.source, "forces", self.forces, np.float64)
+        self.cell = _as_array(self.source, "cell", self.cell, np.float64)
+        self.pbc = _as_array(self.source, "pbc", self.pbc, np.bool_)
+        self.frame_ids = _as_array(self.source, "frame_ids", self.frame_ids, np.int64)
+        self.units = dict(self.units)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def n_atoms(self) -> np.ndarray:
+        """Number of atoms of each frame, shape (F,)."""
+        return np.diff(self.offsets)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> AtomsData:
+        """New container with the frames ``indices`` (in that order; repeats allowed)."""
+        indices = np.asarray(indices)
+        if indices.size == 0:
+            indices = indices.astype(np.int64)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise DataError(
+                f"{self.source}: subset indices must be a 1-D integer array, got shape "
+                f"{indices.shape} and dtype {indices.dtype}"
+            )
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise DataError(
+                f"{self.source}: subset indices must lie in [0, {len(self)}), got "
+                f"min {indices.min()} and max {indices.max()}"
+            )
+        counts = self.n_atoms()[indices]
+        starts = self.offsets[:-1][indices]
+        # Atom index of every selected atom: frame start + position inside the frame.
+        new_offsets = np.concatenate([[0], np.cumsum(counts)])
+        within_frame = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], counts)
+        atom_index = np.repeat(starts, counts) + within_frame
+        return AtomsData(
+            numbers=self.numbers[atom_index],
+            positions=self.positions[atom_index],
+            offsets=new_offsets,
+            energy=self.energy[indices],
+            forces=self.forces[atom_index],
+            cell=self.cell[indices],
+            pbc=self.pbc[indices],
+            frame_ids=self.frame_ids[indices],
+            units=self.units,
+            source=self.source,
+        )
+
+    def validate(self) -> None:
+        """Checks shapes, offsets, atomic numbers and that all values are finite.
+
+        Raises DataError naming the source, the key and the first bad frame.
+        """
+        if self.offsets.ndim != 1 or self.offsets.size == 0:
+            raise DataError(
+                f"{self.source}: key 'offsets' must have shape (n_frames + 1,), got "
+                f"{self.offsets.shape}"
+            )
+        n_frames = len(self)
+        if self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
+            raise DataError(
+                f"{self.source}: key 'offsets' must start at 0 and never decrease, got "
+                f"{self.offsets[:5]}..."
+            )
+        n_total = int(self.offsets[-1])
+        expected_shapes = {
+            "numbers": (n_total,),
+            "positions": (n_total, 3),
+            "forces": (n_total, 3),
+            "energy": (n_frames,),
+            "cell": (n_frames, 3, 3),
+            "pbc": (n_frames, 3),
+            "frame_ids": (n_frames,),
+        }
+        for key, expected in expected_shapes.items():
+            got = getattr(self, key).shape
+            if got != expected:
+                raise DataError(
+                    f"{self.source}: key '{key}' has shape {got}, expected {expected} "
+                    f"({n_frames} frames, {n_total} atoms)"
+                )
+        bad_numbers = (self.numbers < 1) | (self.numbers > _MAX_ATOMIC_NUMBER)
+        if bad_numbers.any():
+            atom = int(np.argmax(bad_numbers))
+            raise DataError(
+                f"{self.source}: key 'numbers' must hold atomic numbers 1..{_MAX_ATOMIC_NUMBER}, "
+                f"got {self.numbers[atom]} in frame {self._frame_of_atom(atom)}"
+            )
+        for key in ("positions", "forces"):
+            finite_atoms = np.isfinite(getattr(self, key)).all(axis=1)
+            if not finite_atoms.all():
+                frame = self._frame_of_atom(int(np.argmin(finite_atoms)))
+                raise DataError(
+                    f"{self.source}: key '{key}' has a NaN or Inf value in frame {frame}"
+                )
+        per_frame = {"energy": self.energy[:, None], "cell": self.cell.reshape(n_frames, 9)}
+        for key, values in per_frame.items():
+            finite_frames = np.isfinite(values).all(axis=1)
+            if not finite_frames.all():
+                raise DataError(
+                    f"{self.source}: key '{key}' has a NaN or Inf value in frame "
+                    f"{int(np.argmin(finite_frames))}"
+                )
+
+    def _frame_of_atom(self, atom: int) -> int:
+        return int(np.searchsorted(self.offsets, atom, side="right") - 1)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[AtomsData]) -> AtomsData:
+        """Joins containers frame-wise; all parts must share the same units.
+
+        ``frame_ids`` are kept as they are: callers that join different sources and need unique
+        ids must offset them first.
+        """
+        if not parts:
+            raise DataError("AtomsData.concatenate: got an empty list, expected at least one part")
+        units = parts[0].units
+        for part in parts[1:]:
+            if part.units != units:
+                raise DataError(
+                    f"AtomsData.concatenate: units of '{part.source}' are {part.units}, expected "
+                    f"{units} as in '{parts[0].source}'"
+                )
+        atom_starts = np.cumsum([0] + [int(part.offsets[-1]) for part in parts[:-1]])
+        offsets = np.concatenate(
+            [[0]]
+            + [part.offsets[1:] + start for part, start in zip(parts, atom_starts, strict=True)]
+        )
+        sources = list(dict.fromkeys(part.source for part in parts))
+        return cls(
+            numbers=np.concatenate([part.numbers for part in parts]),
+            positions=np.concatenate([part.positions for part in parts]),
+            offsets=offsets,
+            energy=np.concatenate([part.energy for part in parts]),
+            forces=np.concatenate([part.forces for part in parts]),
+            cell=np.concatenate([part.cell for part in parts]),
+            pbc=np.concatenate([part.pbc for part in parts]),
+            frame_ids=np.concatenate([part.frame_ids for part in parts]),
+            units=units,
+            source="; ".join(sources),
+        )
+
+
+def split_indices(
+    n_frames: int, n_train: int, n_val: int, n_test: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random disjoint train/val/test frame indices (each sorted).
+
+    ``n_test=None`` puts all frames not used for training or validation into the test split.
+    """
+    requested = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+    for name, count in requested.items():
+        if count is not None and (int(count) != count or count < 0):
+            raise DataError(f"split_indices: {name} must be a non-negative integer, got {count}")
+    n_train, n_val = int(n_train), int(n_val)
+    n_test_used = n_frames - n_train - n_val if n_test is None else int(n_test)
+    total = n_train + n_val + max(n_test_used, 0)
+    if n_test_used < 0 or total > n_frames:
+        raise DataError(
+            f"split_indices: {n_frames} frames available, but requested n_train={n_train}, "
+            f"n_val={n_val}, n_test={n_test} ({n_train + n_val + (n_test or 0)} frames)"
+        )
+    order = np.random.default_rng(seed).permutation(n_frames)
+    train = np.sort(order[:n_train])
+    val = np.sort(order[n_train : n_train + n_val])
+    test = np.sort(order[n_train + n_val : n_train + n_val + n_test_used])
+    return train, val, test
+
+
+class AtomsDataset(torch.utils.data.Dataset):
+    """Torch dataset over an AtomsData; an item is one frame as a dict of tensors.
+
+    Item keys: ``numbers`` (n,) int64, ``positions`` (n, 3), ``energy`` (), ``forces`` (n, 3),
+    ``cell`` (3, 3), ``pbc`` (3,) bool; floats are in ``dtype``.
+    """
+
+    def __init__(self, data: AtomsData, dtype: torch.dtype = torch.float32) -> None:
+        if not dtype.is_floating_point:
+            raise DataError(f"AtomsDataset: dtype must be a floating point dtype, got {dtype}")
+        self.data = data
+        self.dtype = dtype
+        # Converted once; items are cheap views into these tensors.
+        self._offsets = data.offsets.tolist()
+        self._numbers = torch.from_numpy(data.numbers)
+        self._positions = torch.from_numpy(data.positions).to(dtype)
+        self._energy = torch.from_numpy(data.energy).to(dtype)
+        self._forces = torch.from_numpy(data.forces).to(dtype)
+        self._cell = torch.from_numpy(data.cell).to(dtype)
+        self._pbc = torch.from_numpy(data.pbc)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"AtomsDataset index {index} out of range for {len(self)} frames")
+        index = index % len(self)
+        atoms = slice(self._offsets[index], self._offsets[index + 1])
+        return {
+            "numbers": self._numbers[atoms],
+            "positions": self._positions[atoms],
+            "energy": self._energy[index],
+            "forces": self._forces[atoms],
+            "cell": self._cell[index],
+            "pbc": self._pbc[index],
+        }
+
+
+class AtomsCollate:
+    """Collates AtomsDataset items into one batch with a radius-graph neighbour list.
+
+    Batch keys: ``numbers`` (N,), ``positions`` (N, 3), ``batch`` (N,) frame of each atom,
+    ``n_atoms`` (B,), ``energy`` (B,), ``forces`` (N, 3), ``cell`` (B, 3, 3), ``pbc`` (B, 3),
+    ``edge_index`` (2, E) global atom indices and ``edge_shift`` (E, 3) so that the vector from
+    atom ``edge_index[0]`` to atom ``edge_index[1]`` is ``positions[j] - positions[i] + shift``.
+    A plain object holding only the cutoff, so it pickles into DataLoader worker processes.
+    """
+
+    def __init__(self, cutoff: float) -> None:
+        if not np.isfinite(cutoff) or cutoff <= 0:
+            raise ValueError(f"AtomsCollate: cutoff must be a positive finite number, got {cutoff}")
+        self.cutoff = float(cutoff)
+
+    def __call__(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if not items:
+            raise ValueError("AtomsCollate: got an empty list of items")
+        n_atoms = torch.tensor([len(item["numbers"]) for item in items], dtype=torch.int64)
+        batch = {
+            "numbers": torch.cat([item["numbers"] for item in items]),
+            "positions": torch.cat([item["positions"] for item in items]),
+            "batch": torch.repeat_interleave(torch.arange(len(items)), n_atoms),
+            "n_atoms": n_atoms,
+            "energy": torch.stack([item["energy"] for item in items]),
+            "forces": torch.cat([item["forces"] for item in items]),
+            "cell": torch.stack([item["cell"] for item in items]),
+            "pbc": torch.stack([item["pbc"] for item in items]),
+        }
+        batch["edge_index"], batch["edge_shift"] = batched_neighbor_list(
+            batch["positions"], batch["cell"], batch["pbc"], n_atoms, self.cutoff
+        )
+        return batch

@@ -1,0 +1,124 @@
+"""Lightning DataModules: atomistic frames (mini-batches) and PINN point sets (full batch)."""
+
+from __future__ import annotations
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, split_indices
+from dcnn.data.readers import load_atoms, resolve_data_path
+
+
+class AtomsDataModule(pl.LightningDataModule):
+    """Reads a dataset once, splits it with a seed, serves batches with neighbour lists."""
+
+    def __init__(
+        self,
+        format: str,
+        path: str,
+        root: str | None,
+        n_train: int,
+        n_val: int,
+        n_test: int | None,
+        batch_size: int,
+        eval_batch_size: int,
+        cutoff: float,
+        seed: int = 0,
+        num_workers: int = 0,
+        molecule: str | None = None,
+        label_source: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = resolve_data_path(path, root)
+        options = {"molecule": molecule, "label_source": label_source}
+        options = {k: v for k, v in options.items() if v is not None}
+        # A dotted name is a user's own reader: ``reader(path, **options) -> AtomsData``.
+        if "." in format:
+            self.data: AtomsData = hydra.utils.get_method(format)(self.source, **options)
+            self.data.validate()
+        else:
+            self.data = load_atoms(format, self.source, **options)
+        indices = split_indices(len(self.data), n_train, n_val, n_test, seed)
+        self.splits = dict(zip(("train", "val", "test"), indices, strict=True))
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.collate = AtomsCollate(cutoff)
+
+    @property
+    def units(self) -> dict[str, str]:
+        return dict(self.data.units)
+
+    def split(self, name: str) -> AtomsData:
+        return self.data.subset(self.splits[name])
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            AtomsDataset(self.split(name)),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def describe(self) -> dict:
+        return {
+            "source": str(self.source),
+            "frames": len(self.data),
+            **{f"n_{name}": len(idx) for name, idx in self.splits.items()},
+        }
+
+
+class RepeatedBatch(torch.utils.data.Dataset):
+    """One full batch of PINN points, served ``steps_per_epoch`` times per epoch."""
+
+    def __init__(self, points: dict[str, torch.Tensor], steps_per_epoch: int) -> None:
+        self.points = points
+        self.steps_per_epoch = steps_per_epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.points
+
+
+def _single(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return items[0]
+
+
+class PinnDataModule(pl.LightningDataModule):
+    """Full-batch PINN training: the fixed point sets of a problem, one 'batch' per step."""
+
+    def __init__(self, problem, steps_per_epoch: int = 100) -> None:
+        super().__init__()
+        self.problem = problem
+        self.points = problem.training_points()
+        self.steps_per_epoch = steps_per_epoch
+
+    def _loader(self, steps: int) -> DataLoader:
+        return DataLoader(RepeatedBatch(self.points, steps), batch_size=1, collate_fn=_single)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.steps_per_epoch)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(1)
+
+
+def training_labels(data: AtomsData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(energy, forces, atoms per frame) of a split, for fitting label transforms."""
+    return data.energy, data.forces, data.n_atoms()

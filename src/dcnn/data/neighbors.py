@@ -1,0 +1,123 @@
+"""Radius-graph neighbour lists (periodic and non-periodic) computed with vesin-torch.
+
+Convention: for an edge ``(i, j)`` with shift ``s`` the vector from atom ``i`` to atom ``j`` is
+``positions[j] - positions[i] + s``. Lists are full (both directions), contain every pair within
+the cutoff including periodic images of an atom itself, and never the atom itself at zero shift.
+Shifts do not depend on positions, so gradients flow through the position difference only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from vesin.torch import NeighborList
+
+
+def _vesin_box(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """Box matrix vesin can use for a frame with periodic directions ``pbc``.
+
+    vesin needs an invertible box whenever any direction is periodic (a singular box even crashes
+    the process), but non-periodic directions of ASE slabs or wires often have zero cell vectors.
+    Non-periodic rows are replaced by an orthonormal complement of the periodic rows: no pair is
+    ever shifted along them, so the Cartesian shifts are unchanged.
+    """
+    periodic_rows = cell[pbc]
+    if torch.linalg.matrix_rank(periodic_rows) < len(periodic_rows):
+        raise ValueError(
+            f"neighbor_list: the cell vectors of the periodic directions (pbc={pbc.tolist()}) "
+            f"must be linearly independent, got cell {cell.tolist()}"
+        )
+    if bool(pbc.all()):
+        return cell
+    # Right singular vectors beyond the rank span the complement of the periodic rows.
+    _, _, right_vectors = torch.linalg.svd(periodic_rows, full_matrices=True)
+    box = cell.clone()
+    box[~pbc] = right_vectors[len(periodic_rows) :]
+    return box
+
+
+def _no_edges(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.zeros(2, 0, dtype=torch.int64, device=positions.device),
+        torch.zeros(0, 3, dtype=positions.dtype, device=positions.device),
+    )
+
+
+def neighbor_list(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full neighbour list of one structure.
+
+    Args:
+        positions: (n, 3) Cartesian positions.
+        cell: (3, 3) cell vectors as rows (ignored, may be zeros, when no direction is periodic).
+        pbc: (3,) bool, periodic boundary conditions per cell vector.
+        cutoff: pairs with distance <= cutoff are listed.
+
+    Returns:
+        edge_index (2, E) int64 and edge_shift (E, 3) Cartesian shifts in ``positions.dtype``,
+        on ``positions.device``.
+    """
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"neighbor_list: positions must have shape (n, 3), got {positions.shape}")
+    if cell.shape != (3, 3) or pbc.shape != (3,):
+        raise ValueError(
+            f"neighbor_list: cell must have shape (3, 3) and pbc (3,), got {tuple(cell.shape)} "
+            f"and {tuple(pbc.shape)}"
+        )
+    if not 0 < cutoff < math.inf:
+        raise ValueError(f"neighbor_list: cutoff must be positive and finite, got {cutoff}")
+    if len(positions) == 0:  # vesin refuses empty inputs
+        return _no_edges(positions)
+    # float64 so that pairs near the cutoff and image searches in skewed cells are robust.
+    points = positions.detach().to(torch.float64)
+    cell64 = cell.detach().to(device=points.device, dtype=torch.float64)
+    pbc = pbc.detach().to(device=points.device, dtype=torch.bool)
+    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    if bool(pbc.any()):
+        box = _vesin_box(cell64, pbc)
+        first, second, shift_counts = calculator.compute(points, box, pbc, quantities="ijS")
+        edge_shift = shift_counts.to(torch.float64) @ box
+    else:
+        no_box = torch.zeros(3, 3, dtype=torch.float64, device=points.device)
+        first, second, shift_counts = calculator.compute(points, no_box, False, quantities="ijS")
+        edge_shift = torch.zeros(len(first), 3, dtype=torch.float64, device=points.device)
+    edge_index = torch.stack([first, second]).to(torch.int64)
+    return edge_index, edge_shift.to(positions.dtype)
+
+
+def batched_neighbor_list(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    pbc: torch.Tensor,
+    n_atoms: torch.Tensor,
+    cutoff: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbour lists of packed frames with global atom indices.
+
+    Args:
+        positions: (N, 3) positions of all frames, frame after frame.
+        cell: (B, 3, 3) cells; pbc: (B, 3) periodic flags; n_atoms: (B,) atoms per frame.
+        cutoff: pairs with distance <= cutoff are listed.
+
+    Returns:
+        edge_index (2, E) int64 indexing ``positions`` and edge_shift (E, 3) as in neighbor_list.
+    """
+    counts = [int(count) for count in n_atoms]
+    if sum(counts) != len(positions) or len(cell) != len(counts) or len(pbc) != len(counts):
+        raise ValueError(
+            f"batched_neighbor_list: n_atoms sums to {sum(counts)} for {len(counts)} frames, but "
+            f"got {len(positions)} positions, {len(cell)} cells and {len(pbc)} pbc rows"
+        )
+    edge_indices, edge_shifts = [], []
+    start = 0
+    for frame, count in enumerate(counts):
+        frame_positions = positions[start : start + count]
+        edge_index, edge_shift = neighbor_list(frame_positions, cell[frame], pbc[frame], cutoff)
+        edge_indices.append(edge_index + start)
+        edge_shifts.append(edge_shift)
+        start += count
+    if not edge_indices:
+        return _no_edges(positions)
+    return torch.cat(edge_indices, dim=1), torch.cat(edge_shifts)

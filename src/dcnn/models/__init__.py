@@ -1,0 +1,1 @@
+"""Plain torch models (no Hydra, no Lightning): usable outside the framework."""

@@ -1,0 +1,88 @@
+"""Pointwise PDE residuals of the three PDEBench problems, computed from a network's input jet.
+
+Input coordinate order follows PDEBench: 1D problems x = (x, t); 2D problems x = (x, y, t).
+Every residual is evaluated point by point from that point's own value and derivatives, so the
+residual at one point never depends on another point (PDEBench's CFD residual broadcast to an
+N x N tensor and mixed all points).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from dcnn.pde.derivatives import Jet
+
+# Input coordinate indices (PDEBench order).
+X_1D, T_1D = 0, 1
+X_2D, Y_2D, T_2D = 0, 1, 2
+
+# Output channel indices.
+DENSITY, VELOCITY, PRESSURE = 0, 1, 2
+U, V = 0, 1
+
+
+def _check_jet(jet: Jet, n_outputs: int, n_inputs: int, equation: str) -> None:
+    n_points, channels, coordinates = jet.d1.shape
+    if jet.value.shape != (n_points, channels):
+        raise ValueError(
+            f"{equation}: jet.value has shape {tuple(jet.value.shape)} but jet.d1 has shape "
+            f"{tuple(jet.d1.shape)}; expected value (N, C) and d1 (N, C, D)"
+        )
+    if (channels, coordinates) != (n_outputs, n_inputs):
+        raise ValueError(
+            f"{equation} expects a network with {n_inputs} inputs and {n_outputs} outputs, "
+            f"got a jet with {coordinates} input coordinates and {channels} output channels"
+        )
+
+
+def advection_residual(jet: Jet, beta: float) -> Tensor:
+    """Linear advection u_t + beta u_x at every point, shape (N,). Inputs (x, t), output (u,)."""
+    _check_jet(jet, n_outputs=1, n_inputs=2, equation="advection")
+    return jet.first(U, T_1D) + beta * jet.first(U, X_1D)
+
+
+def euler_1d_residuals(jet: Jet, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Mass, momentum and energy residuals of the 1D compressible Euler equations, each (N,).
+
+    Inputs (x, t), outputs (density rho, velocity v, pressure p). Conservation form
+        rho_t + (rho v)_x = 0
+        (rho v)_t + (rho v^2 + p)_x = 0
+        E_t + ((E + p) v)_x = 0,   E = p / (gamma - 1) + rho v^2 / 2,
+    with every time and space derivative of a product expanded by the chain rule.
+    """
+    _check_jet(jet, n_outputs=3, n_inputs=2, equation="1D Euler")
+    if gamma <= 1.0:
+        raise ValueError(f"1D Euler: adiabatic index gamma must be > 1, got {gamma}")
+    rho, v, p = jet.value[:, DENSITY], jet.value[:, VELOCITY], jet.value[:, PRESSURE]
+    rho_t, rho_x = jet.first(DENSITY, T_1D), jet.first(DENSITY, X_1D)
+    v_t, v_x = jet.first(VELOCITY, T_1D), jet.first(VELOCITY, X_1D)
+    p_t, p_x = jet.first(PRESSURE, T_1D), jet.first(PRESSURE, X_1D)
+
+    mass = rho_t + rho_x * v + rho * v_x
+
+    momentum_t = rho_t * v + rho * v_t
+    momentum_flux_x = rho_x * v * v + 2.0 * rho * v * v_x + p_x
+    momentum = momentum_t + momentum_flux_x
+
+    energy_density = p / (gamma - 1.0) + 0.5 * rho * v * v
+    energy_t = p_t / (gamma - 1.0) + 0.5 * rho_t * v * v + rho * v * v_t
+    energy_x = p_x / (gamma - 1.0) + 0.5 * rho_x * v * v + rho * v * v_x
+    energy_flux_x = (energy_x + p_x) * v + (energy_density + p) * v_x
+    energy = energy_t + energy_flux_x
+    return mass, momentum, energy
+
+
+def diffusion_reaction_residuals(jet: Jet, Du: float, Dv: float, k: float) -> tuple[Tensor, Tensor]:
+    """Residuals of PDEBench's 2D FitzHugh-Nagumo diffusion-reaction system, each (N,).
+
+    Inputs (x, y, t), outputs (u, v); the jet needs second derivatives along x and y:
+        u_t - Du (u_xx + u_yy) - (u - u^3 - k - v)
+        v_t - Dv (v_xx + v_yy) - (u - v)
+    """
+    _check_jet(jet, n_outputs=2, n_inputs=3, equation="diffusion-reaction")
+    u, v = jet.value[:, U], jet.value[:, V]
+    laplacian_u = jet.second(U, X_2D) + jet.second(U, Y_2D)
+    laplacian_v = jet.second(V, X_2D) + jet.second(V, Y_2D)
+    residual_u = jet.first(U, T_2D) - Du * laplacian_u - (u - u**3 - k - v)
+    residual_v = jet.first(V, T_2D) - Dv * laplacian_v - (u - v)
+    return residual_u, residual_v

@@ -1,0 +1,92 @@
+"""Energy/force training of an atomistic potential (alpha * L(E) + beta * L(F))."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from dcnn.models.forces import EnergyForceModel
+from dcnn.rescaling import LabelScaler
+from dcnn.tasks.common import DerivativeTask, enable_grad_for_eval, loss_function
+
+STAGES = ("train", "val", "test")
+
+
+METRICS = {"mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
+
+
+class PotentialTask(DerivativeTask):
+    """Trains ``energy_model`` on energies and forces (F = -dE/dx, double backprop).
+
+    Loss terms ``energy`` and ``forces`` are computed in rescaled units (the point of label
+    rescaling); every metric is computed after the inverse transform, in the dataset's units.
+    """
+
+    def __init__(
+        self,
+        energy_model: nn.Module,
+        scaler: LabelScaler,
+        alpha: float,
+        beta: float,
+        loss_kind: str,
+        weighting,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__(
+            {"energy": alpha, "forces": beta}, weighting, optimizer, scheduler, scheduler_interval
+        )
+        self.model = EnergyForceModel(energy_model)
+        self.scaler = scaler
+        self.loss_fn = loss_function(loss_kind)
+        # Keyed "<stage>/<quantity>_<metric>" with "/" -> ":" (module names cannot hold dots).
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}:{quantity}_{name}": make()
+                for stage in STAGES
+                for quantity in ("energy", "force")
+                for name, make in METRICS.items()
+            }
+        )
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        energy, forces = self.model(batch, create_graph=stage == "train")
+        n_atoms = batch["n_atoms"]
+        terms = {
+            "energy": self.loss_fn(energy, self.scaler.encode_energy(batch["energy"], n_atoms)),
+            "forces": self.loss_fn(forces, self.scaler.encode_forces(batch["forces"])),
+        }
+        total = self.combine_terms(terms, stage, batch_size=len(n_atoms))
+        # Metrics in the dataset's units, after the inverse label transform.
+        pairs = {
+            "energy": (self.scaler.decode_energy(energy.detach(), n_atoms), batch["energy"]),
+            "force": (self.scaler.decode_forces(forces.detach()), batch["forces"]),
+        }
+        with torch.no_grad():
+            for quantity, (predicted, target) in pairs.items():
+                for name in METRICS:
+                    metric = self.metrics[f"{stage}:{quantity}_{name}"]
+                    metric(predicted.reshape(-1), target.double().reshape(-1))
+                    self.log(
+                        f"{stage}/{quantity}_{name}",
+                        metric,
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=len(n_atoms),
+                    )
+        return total
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    @enable_grad_for_eval
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    @enable_grad_for_eval
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")

@@ -1,0 +1,102 @@
+"""Loss-weighting strategies: how named loss terms are combined into one scalar.
+
+Every task hands a dict of named scalar terms and their base weights to a strategy; the strategy
+returns the total loss and the weights it used (which the task logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class FixedWeights:
+    """total = sum_i w_i L_i with the configured weights."""
+
+    def combine(
+        self, terms: Mapping[str, Tensor], weights: Mapping[str, float], model: nn.Module, step: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        missing = set(terms) - set(weights)
+        if missing:
+            raise KeyError(f"no weight given for loss term(s) {sorted(missing)}")
+        total = sum(weights[name] * value for name, value in terms.items())
+        return total, {name: float(weights[name]) for name in terms}
+
+
+class LearningRateAnnealing:
+    """Adaptive constraint weights of Wang, Teng & Perdikaris (2020), Algorithm 1.
+
+    Every ``every`` steps, for each term i other than the reference (PDE residual) term:
+        lambda_hat_i = max |grad_theta L_ref| / mean |grad_theta L_i|
+        lambda_i <- (1 - rate) lambda_i + rate lambda_hat_i          (form="paper")
+    ``form="code"`` reproduces their public code instead: lambda_i <- 0.9 lambda_i + 0.1
+    lambda_hat_i, with the denominator taken from the already weighted term lambda_i L_i and
+    gradients over weight matrices only. The configured weight stays as a fixed factor on top.
+    """
+
+    def __init__(
+        self, reference_term: str = "pde", rate: float = 0.9, every: int = 10, form: str = "paper"
+    ) -> None:
+        if form not in ("paper", "code"):
+            raise ValueError(f"annealing form must be 'paper' or 'code', got {form!r}")
+        if not 0 < rate <= 1:
+            raise ValueError(f"annealing rate must lie in (0, 1], got {rate}")
+        if every < 1:
+            raise ValueError(f"annealing interval 'every' must be >= 1, got {every}")
+        self.reference_term = reference_term
+        self.rate = rate
+        self.every = every
+        self.form = form
+        self.lambdas: dict[str, float] = {}
+
+    def _parameters(self, model: nn.Module) -> Sequence[Tensor]:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.form == "code":
+            params = [p for p in params if p.dim() > 1]
+        return params
+
+    def _update(self, terms: Mapping[str, Tensor], model: nn.Module) -> None:
+        params = self._parameters(model)
+
+        def flat_grad(value: Tensor) -> Tensor:
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            return torch.cat([g.reshape(-1) for g in grads if g is not None])
+
+        reference_max = flat_grad(terms[self.reference_term]).abs().max()
+        for name, value in terms.items():
+            if name == self.reference_term:
+                continue
+            current = self.lambdas[name]
+            weighted = value * current if self.form == "code" else value
+            denominator = flat_grad(weighted).abs().mean()
+            if not torch.isfinite(denominator) or denominator == 0:
+                continue  # a term with no gradient carries no information about its balance
+            estimate = float(reference_max / denominator)
+            keep = 0.9 if self.form == "code" else 1 - self.rate
+            self.lambdas[name] = keep * current + (1 - keep) * estimate
+
+    def combine(
+        self, terms: Mapping[str, Tensor], weights: Mapping[str, float], model: nn.Module, step: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        if self.reference_term not in terms:
+            raise KeyError(
+                f"annealing reference term {self.reference_term!r} is not among the loss terms "
+                f"{list(terms)}; set weighting.reference_term"
+            )
+        for name in terms:
+            self.lambdas.setdefault(name, 1.0)
+        if model.training and step % self.every == 0:
+            self._update(terms, model)
+        used = {name: float(weights[name]) * self.lambdas[name] for name in terms}
+        total = sum(used[name] * value for name, value in terms.items())
+        return total, used
+
+
+def build_weighting(name: str, **options) -> FixedWeights | LearningRateAnnealing:
+    if name == "fixed":
+        return FixedWeights()
+    if name == "annealing":
+        return LearningRateAnnealing(**options)
+    raise ValueError(f"unknown weighting {name!r}; expected 'fixed' or 'annealing'")

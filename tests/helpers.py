@@ -1,0 +1,24 @@
+"""Shared test helpers: Hydra composition of the project's configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SWEEPS = REPO / "sweeps"
+SEARCHPATH = f"hydra.searchpath=[file://{REPO}]"
+
+
+def compose_train(overrides: list[str] = (), hydra_config: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(
+            "train", overrides=[SEARCHPATH, *overrides], return_hydra_config=hydra_config
+        )
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -1,0 +1,90 @@
+"""Every config option, experiment and sweep composes, and sweep values expand to valid jobs."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from helpers import SWEEPS, compose_train, group_options
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+GROUPS = [
+    "dataset",
+    "model",
+    "activation",
+    "normalization",
+    "rescaling",
+    "loss",
+    "weighting",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
+def test_every_option_composes_and_resolves(group, option):
+    cfg = compose_train([f"{group}={option}"])
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert container["seed"] == 0
+    if group not in ("experiment", "debug"):
+        assert OmegaConf.select(cfg, group) is not None
+
+
+def test_default_run_is_the_papers_method_on_aspirin():
+    cfg = compose_train()
+    assert (cfg.activation.name, cfg.normalization.name, cfg.rescaling.name) == (
+        "irelu",
+        "none",
+        "power_of_ten",
+    )
+    assert cfg.dataset.molecule == "aspirin" and cfg.dataset.label_source == "md17"
+    assert cfg.dataset.cutoff == cfg.model.cutoff
+
+
+@pytest.mark.parametrize("option", group_options("activation"))
+def test_activation_configs_build_modules(option):
+    cfg = compose_train([f"activation={option}"])
+    if cfg.activation.module is None:
+        assert option == "original"
+        return
+    module = hydra.utils.instantiate(cfg.activation.module)()
+    assert isinstance(module, torch.nn.Module)
+    assert torch.isfinite(module(torch.linspace(-3, 3, 7))).all()
+
+
+def _sweep_jobs(sweep: str) -> list[list[str]]:
+    cfg = compose_train([f"sweeps={sweep}"], hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    jobs = [[]]
+    for key, values in params.items():
+        (override,) = parser.parse_overrides([f"{key}={values}"])
+        choices = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        jobs = [job + [f"{key}={choice}"] for job in jobs for choice in choices]
+    return jobs
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+def test_every_sweep_expands_to_composable_jobs(sweep):
+    jobs = _sweep_jobs(sweep)
+    assert len(jobs) > 1
+    for job in jobs:
+        cfg = compose_train([f"sweeps={sweep}", *job])
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_fig1_sweep_is_the_papers_beta_grid():
+    jobs = _sweep_jobs("fig1_beta")
+    betas = sorted(float(job[0].split("=")[1]) for job in jobs)
+    assert betas == [0.01, 0.1, 1, 10, 30, 50, 100, 200]
+    cfg = compose_train(["sweeps=fig1_beta"])
+    assert cfg.loss.alpha == 1.0 and cfg.dataset.molecule == "aspirin"
+    assert cfg.activation.name == "original" and cfg.rescaling.name == "none"

@@ -1,0 +1,66 @@
+"""Loss weighting: fixed weights and learning-rate annealing (Wang, Teng & Perdikaris)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dcnn.tasks.weighting import FixedWeights, LearningRateAnnealing, build_weighting
+
+
+def _terms(model: nn.Module) -> dict[str, torch.Tensor]:
+    x = torch.linspace(-1, 1, 32).unsqueeze(1)
+    out = model(x)
+    return {"pde": out.square().mean(), "bc": 0.01 * (out - 1).square().mean()}
+
+
+def test_fixed_weights_sum_terms():
+    terms = {"energy": torch.tensor(2.0), "forces": torch.tensor(3.0)}
+    total, used = FixedWeights().combine(terms, {"energy": 1.0, "forces": 30.0}, nn.Linear(1, 1), 0)
+    assert float(total) == 92.0 and used == {"energy": 1.0, "forces": 30.0}
+    with pytest.raises(KeyError, match="forces"):
+        FixedWeights().combine(terms, {"energy": 1.0}, nn.Linear(1, 1), 0)
+
+
+def test_annealing_matches_algorithm_1_by_hand():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    strategy = LearningRateAnnealing(reference_term="pde", rate=0.9, every=1, form="paper")
+    terms = _terms(model)
+    params = list(model.parameters())
+    g_ref = torch.cat(
+        [g.reshape(-1) for g in torch.autograd.grad(terms["pde"], params, retain_graph=True)]
+    )
+    g_bc = torch.cat(
+        [g.reshape(-1) for g in torch.autograd.grad(terms["bc"], params, retain_graph=True)]
+    )
+    expected_lambda = 0.1 * 1.0 + 0.9 * float(g_ref.abs().max() / g_bc.abs().mean())
+    total, used = strategy.combine(terms, {"pde": 1.0, "bc": 2.0}, model, step=0)
+    assert used["pde"] == 1.0
+    assert used["bc"] == pytest.approx(2.0 * expected_lambda, rel=1e-6)
+    assert float(total) == pytest.approx(float(terms["pde"] + used["bc"] * terms["bc"]), rel=1e-6)
+    assert used["bc"] > 2.0  # the small boundary term is pushed up
+
+
+def test_annealing_updates_only_every_n_steps_and_code_form_differs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    paper = LearningRateAnnealing(every=10)
+    _, first = paper.combine(_terms(model), {"pde": 1.0, "bc": 1.0}, model, step=0)
+    _, unchanged = paper.combine(_terms(model), {"pde": 1.0, "bc": 1.0}, model, step=3)
+    assert first == unchanged
+    code = LearningRateAnnealing(every=10, form="code")
+    _, code_weights = code.combine(_terms(model), {"pde": 1.0, "bc": 1.0}, model, step=0)
+    assert code_weights["bc"] != pytest.approx(first["bc"])
+
+
+def test_weighting_options_are_checked():
+    with pytest.raises(ValueError, match="'paper' or 'code'"):
+        LearningRateAnnealing(form="other")
+    with pytest.raises(ValueError, match="unknown weighting"):
+        build_weighting("magic")
+    with pytest.raises(KeyError, match="reference term 'pde'"):
+        LearningRateAnnealing().combine(
+            {"energy": torch.tensor(1.0)}, {"energy": 1.0}, nn.Linear(1, 1), 0
+        )
