@@ -10,13 +10,18 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SWEEPS = REPO / "sweeps"
-SEARCHPATH = f"hydra.searchpath=[file://{REPO}]"
 
 
-def compose_train(overrides: list[str] = (), hydra_config: bool = False) -> DictConfig:
+def compose_train(
+    overrides: list[str] = (), hydra_config: bool = False, searchpath: list[Path] = ()
+) -> DictConfig:
+    """Compose conf/train.yaml as dcnn-train does (sweeps/ and ``searchpath`` searched)."""
+    paths = ",".join(f"file://{p}" for p in (REPO, *searchpath))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
-            "train", overrides=[SEARCHPATH, *overrides], return_hydra_config=hydra_config
+            "train",
+            overrides=[f"hydra.searchpath=[{paths}]", *overrides],
+            return_hydra_config=hydra_config,
         )
 
 

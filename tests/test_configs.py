@@ -23,11 +23,14 @@ GROUPS = [
     "experiment",
     "debug",
 ]
+# Options that only make sense on the PINN path (they have no neighbour-list cutoff).
+PINN_ONLY = {("model", "mlp"), ("model", "modified_mlp")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
 def test_every_option_composes_and_resolves(group, option):
-    cfg = compose_train([f"{group}={option}"])
+    context = ["experiment=pinn_base"] if (group, option) in PINN_ONLY else []
+    cfg = compose_train([*context, f"{group}={option}"])
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert container["seed"] == 0
     if group not in ("experiment", "debug"):
@@ -88,3 +91,22 @@ def test_fig1_sweep_is_the_papers_beta_grid():
     cfg = compose_train(["sweeps=fig1_beta"])
     assert cfg.loss.alpha == 1.0 and cfg.dataset.molecule == "aspirin"
     assert cfg.activation.name == "original" and cfg.rescaling.name == "none"
+
+
+@pytest.mark.parametrize(
+    "launcher,target", [("slurm", "SlurmLauncher"), ("local_parallel", "JoblibLauncher")]
+)
+def test_launchers_compose(launcher, target):
+    cfg = compose_train([f"hydra/launcher={launcher}", "sweeps=fig1_beta"], hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert cfg.hydra.sweeper.params["loss.beta"].startswith("0.01")
+
+
+def test_pinn_experiments_select_the_pdebench_setup():
+    for pde in ("advection", "cfd", "diffreact"):
+        cfg = compose_train([f"experiment=pinn_{pde}"])
+        assert cfg.task == "pinn" and cfg.dataset.pde == pde
+        assert cfg.model._target_ == "dcnn.models.mlp.MLP" and cfg.activation.name == "tanh"
+        assert cfg.optimizer.lr == 1e-3 and cfg.loss.kind == "mse"
+    assert compose_train(["experiment=pinn_diffreact"]).trainer.max_steps == 100
+    assert compose_train(["experiment=pinn_cfd"]).trainer.max_steps == 15000

@@ -268,7 +268,9 @@ def test_diffreact_loss_gradient_matches_finite_differences():
         return sum(problem.loss_terms(functional, points, "autograd").values())
 
     inputs = tuple(p.requires_grad_(True) for p in originals)
-    assert torch.autograd.gradcheck(total_loss, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(
+        total_loss, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True
+    )
 
 
 class _Functional(nn.Module):
@@ -461,3 +463,38 @@ def test_cfd_warns_when_viscosity_is_not_negligible():
     viscous = PdeSample(**{**vars(sample), "params": {**sample.params, "eta": 0.1}})
     with pytest.warns(UserWarning, match="inviscid Euler"):
         CfdProblem(viscous, **SMALL)
+
+
+# ------------------------------------------------------------------------- generated files
+def test_problems_build_from_tiny_generated_files(tmp_path):
+    generate = pytest.importorskip("dcnn.data.generate")
+    from dcnn.data.pdebench import read_pdebench_sample
+
+    files = {
+        "advection": generate.generate_advection(
+            tmp_path / "advection.hdf5", n_samples=2, nx=32, nt=6, t_final=0.5, progress=False
+        ),
+        "cfd": generate.generate_cfd(
+            tmp_path / "cfd.hdf5", n_samples=2, nx=32, nt=4, t_final=0.05, progress=False
+        ),
+        "diffreact": generate.generate_diffreact(
+            tmp_path / "diffreact.h5", n_samples=2, nx=16, nt=4, t_final=0.1, progress=False
+        ),
+    }
+    for pde, path in files.items():
+        sample = read_pdebench_sample(path, pde, sample_index=-1)
+        problem = build_problem(sample, **SMALL)
+        assert isinstance(problem, PROBLEM_CLASSES[pde])
+        torch.manual_seed(0)
+        model = MLP(problem.n_inputs, problem.n_outputs, hidden=8, depth=2)
+        terms = problem.loss_terms(model, problem.training_points())
+        assert tuple(terms) == problem.term_names
+        assert all(torch.isfinite(value) for value in terms.values())
+        # Initial targets are cells of the file's t = 0 slice (all of them in 1D, a subset in 2D).
+        initial_targets = problem.training_points()["initial_target"].double()
+        first_slice = torch.from_numpy(sample.fields[0].reshape(-1, problem.n_outputs))
+        nearest = torch.cdist(initial_targets, first_slice).min(dim=1).values
+        assert nearest.max() < 1e-5
+        assert len(initial_targets) == min(len(first_slice), SMALL["n_initial"])
+        metrics = problem.evaluate(model, last_steps=2)
+        assert all(math.isfinite(metrics[name]) for name in ("mse", "rmse", "nrmse", "max_error"))

@@ -27,7 +27,7 @@ def gradient(output: Tensor, x: Tensor) -> Tensor:
 
 
 def jet_of(function: Callable[[Tensor], Tensor], x: Tensor, second_order: Sequence[int] = ()):
-    """Jet of an analytic function of the inputs, differentiated with plain reverse-mode autograd."""
+    """Jet of an analytic function of the inputs, differentiated by reverse-mode autograd."""
     x = x.detach().clone().requires_grad_(True)
     value = function(x)
     channels = range(value.shape[1])

@@ -162,7 +162,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
-        sys.argv.insert(1, SEARCHPATH_OVERRIDE)
+        sys.argv.append(SEARCHPATH_OVERRIDE)
     _hydra_main()
 
 

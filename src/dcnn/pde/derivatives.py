@@ -522,7 +522,12 @@ def _taylor_jet(model: nn.Module, x: Tensor, requested: tuple[int, ...]) -> Jet:
             f"{parameter.dtype} on {parameter.device}; convert x (or the model) first"
         )
     directions = _Directions.build(x.shape[1], requested, x.device)
-    if isinstance(model, MLP) and not _has_trainable_parameters(model.activations):
+    # Under torch.compile the composite ops are used: inductor fuses them and derives the backward.
+    if (
+        isinstance(model, MLP)
+        and not torch.compiler.is_compiling()
+        and not _has_trainable_parameters(model.activations)
+    ):
         y = _mlp_fused(model, x, directions)
         value, d1, d2 = y[0], y[directions.first], y[directions.second]
     else:

@@ -56,13 +56,17 @@ class DerivativeTask(pl.LightningModule):
                 f"non-finite {stage} loss at step {self.global_step}: "
                 + ", ".join(f"{name}={value}" for name, value in values.items())
             )
+        # Epoch-level val/test values are averaged over all processes under DDP.
+        sync = stage != "train"
         for name, value in terms.items():
-            self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size)
+            self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size, sync_dist=sync)
         if stage == "train":
             for name, weight in used.items():
                 self.log(f"weight/{name}", weight, batch_size=batch_size)
             self.last_train_terms = {**values, "loss": float(total.detach())}
-        self.log(f"{stage}/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        self.log(
+            f"{stage}/loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync
+        )
         return total
 
     def configure_optimizers(self):
