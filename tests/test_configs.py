@@ -22,6 +22,7 @@ GROUPS = [
     "callbacks",
     "experiment",
     "debug",
+    "protocol",
 ]
 # Options that only make sense on the PINN path (they have no neighbour-list cutoff).
 PINN_ONLY = {("model", "mlp"), ("model", "modified_mlp")}
@@ -33,19 +34,33 @@ def test_every_option_composes_and_resolves(group, option):
     cfg = compose_train([*context, f"{group}={option}"])
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert container["seed"] == 0
-    if group not in ("experiment", "debug"):
+    if group not in ("experiment", "debug", "protocol"):
         assert OmegaConf.select(cfg, group) is not None
 
 
-def test_default_run_is_the_papers_method_on_aspirin():
+def test_default_run_uses_the_three_techniques_on_aspirin():
     cfg = compose_train()
     assert (cfg.activation.name, cfg.normalization.name, cfg.rescaling.name) == (
         "irelu",
         "none",
-        "power_of_ten",
+        "standardize",
     )
     assert cfg.dataset.molecule == "aspirin" and cfg.dataset.label_source == "md17"
     assert cfg.dataset.cutoff == cfg.model.cutoff
+
+
+def test_experiments_set_the_papers_variants_and_protocol_overlays():
+    variants = {
+        "md17_baseline": ("original", "original", "none"),
+        "md17_dc": ("irelu", "none", "power_of_ten"),
+        "md17_standardized": ("original", "original", "standardize"),
+    }
+    for experiment, expected in variants.items():
+        cfg = compose_train([f"experiment={experiment}", "protocol=paper"])
+        assert (cfg.activation.name, cfg.normalization.name, cfg.rescaling.name) == expected
+        assert cfg.model.hidden_channels == 1024 and cfg.model.num_gaussians == 200
+        assert cfg.optimizer.lr == 1e-4 and cfg.trainer.max_epochs == 50
+        assert (cfg.dataset.n_train, cfg.dataset.batch_size) == (50000, 20)
 
 
 @pytest.mark.parametrize("option", group_options("activation"))

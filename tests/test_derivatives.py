@@ -337,3 +337,23 @@ def test_inputs_requiring_grad_keep_their_graph():
         for method in ("taylor", "autograd")
     }
     torch.testing.assert_close(grads["taylor"], grads["autograd"], rtol=RTOL, atol=ATOL)
+
+
+def test_separate_loss_terms_backpropagate_from_one_jet():
+    # Loss weighting (learning-rate annealing) differentiates each term of one jet separately.
+    model = _model("mlp", nn.Tanh, 2, 1)
+    x = _points(6, 2)
+    parameters = list(model.parameters())
+    gradients = {}
+    for method in ("taylor", "autograd"):
+        jet = input_jet(model, x, (0,), method=method)
+        residual = (jet.first(0, 1) + jet.value[:, 0] * jet.first(0, 0)).square().mean()
+        curvature = jet.second(0, 0).square().mean()
+        gradients[method] = [
+            torch.autograd.grad(residual, parameters, retain_graph=True),
+            # d2 does not depend on the output bias: autograd reports it unused, taylor zero.
+            torch.autograd.grad(curvature, parameters, materialize_grads=True),
+        ]
+    for taylor_term, autograd_term in zip(*gradients.values(), strict=True):
+        for g_taylor, g_autograd in zip(taylor_term, autograd_term, strict=True):
+            torch.testing.assert_close(g_taylor, g_autograd, rtol=1e-9, atol=1e-11)

@@ -49,7 +49,7 @@ def test_activation_factory_gives_distinct_modules_and_is_used():
     assert len({id(act) for act in model.activations}) == 3
     x = torch.randn(4, 2)
     h = x
-    for layer, act in zip(model.layers[:-1], model.activations, strict=True):
+    for layer in model.layers[:-1]:
         h = 0.5 * torch.relu(layer(h)) ** 2
     torch.testing.assert_close(model(x), model.layers[-1](h))
 
@@ -118,7 +118,7 @@ def test_batchnorm_sits_after_each_hidden_activation():
     model = _trained_batchnorm_mlp().eval()
     x = torch.rand(5, 2)
     h = x
-    for layer, act, norm in zip(model.layers[:-1], model.activations, model.norms, strict=True):
+    for layer, norm in zip(model.layers[:-1], model.norms, strict=True):
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
         h = (torch.tanh(layer(h)) - norm.running_mean) * scale + norm.bias
     torch.testing.assert_close(model(x), model.layers[-1](h))
