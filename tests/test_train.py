@@ -43,7 +43,7 @@ def _data_root_env(data_root, monkeypatch):
 
 
 def test_tiny_training_on_aspirin_lowers_the_loss_and_writes_metrics(tmp_path):
-    cfg = compose_train([*TINY, "logger=csv"])
+    cfg = compose_train([*TINY, "experiment=md17_dc", "logger=csv"])
     result = run(cfg, tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "ok" == result["status"]
