@@ -61,9 +61,10 @@ class DerivativeTask(pl.LightningModule):
         for name, value in terms.items():
             self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size, sync_dist=sync)
         if stage == "train":
-            for name, weight in used.items():
-                self.log(f"weight/{name}", weight, batch_size=batch_size)
             self.last_train_terms = {**values, "loss": float(total.detach())}
+            if self.global_step % self.trainer.log_every_n_steps == 0:  # weights change slowly
+                for name, weight in used.items():
+                    self.log(f"weight/{name}", weight, batch_size=batch_size)
         self.log(
             f"{stage}/loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync
         )

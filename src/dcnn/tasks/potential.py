@@ -61,7 +61,8 @@ class PotentialTask(DerivativeTask):
             "forces": self.loss_fn(forces, self.scaler.encode_forces(batch["forces"])),
         }
         total = self.combine_terms(terms, stage, batch_size=len(n_atoms))
-        # Metrics in the dataset's units, after the inverse label transform.
+        # Metrics in the dataset's units, after the inverse label transform. They are only
+        # updated here and logged once per epoch (logging a Metric object every step is slow).
         pairs = {
             "energy": (self.scaler.decode_energy(energy.detach(), n_atoms), batch["energy"]),
             "force": (self.scaler.decode_forces(forces.detach()), batch["forces"]),
@@ -69,16 +70,27 @@ class PotentialTask(DerivativeTask):
         with torch.no_grad():
             for quantity, (predicted, target) in pairs.items():
                 for name in METRICS:
-                    metric = self.metrics[f"{stage}:{quantity}_{name}"]
-                    metric(predicted.reshape(-1), target.double().reshape(-1))
-                    self.log(
-                        f"{stage}/{quantity}_{name}",
-                        metric,
-                        on_step=False,
-                        on_epoch=True,
-                        batch_size=len(n_atoms),
+                    self.metrics[f"{stage}:{quantity}_{name}"].update(
+                        predicted.reshape(-1), target.double().reshape(-1)
                     )
         return total
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        for quantity in ("energy", "force"):
+            for name in METRICS:
+                metric = self.metrics[f"{stage}:{quantity}_{name}"]
+                if metric.update_called:
+                    self.log(f"{stage}/{quantity}_{name}", metric.compute())
+                    metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
