@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
-from vesin.torch import NeighborList
+from vesin_torch import NeighborList
 
 
 def _vesin_box(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
