@@ -17,7 +17,7 @@ from dcnn.activations import (
     IReLU,
 )
 from dcnn.models.mlp import MLP, ModifiedMLP
-from dcnn.pde.derivatives import Jet, activation_derivatives, input_jet
+from dcnn.pde.derivatives import Jet, activation_derivatives, estimated_costs, input_jet
 from dcnn.surgery import RemovedNormalization
 
 DTYPE = torch.float64
@@ -181,6 +181,27 @@ def test_other_models_auto_uses_autograd_and_taylor_refuses():
     with pytest.raises(ValueError, match="Taylor mode supports .*got Sequential"):
         input_jet(model, x, method="taylor")
     _assert_jets_close(input_jet(model, x, (1,)), input_jet(model, x, (1,), method="autograd"))
+
+
+def test_estimated_costs_count_slabs_and_reverse_sweeps():
+    # 1D advection, 1D Euler, 2D diffusion-reaction domain and boundary points.
+    assert estimated_costs(2, 1, 0) == {"taylor": 9, "autograd": 6}
+    assert estimated_costs(2, 3, 0) == {"taylor": 9, "autograd": 12}
+    assert estimated_costs(3, 2, 2) == {"taylor": 18, "autograd": 33}
+    assert estimated_costs(3, 2, 0) == {"taylor": 12, "autograd": 9}
+
+
+@pytest.mark.parametrize(
+    ("dims", "outputs", "second_order", "fused"),
+    [(2, 1, (), False), (2, 3, (), True), (3, 2, (0, 1), True), (3, 2, (), False)],
+)
+def test_auto_picks_the_cheaper_method_and_matches_both(dims, outputs, second_order, fused):
+    model = _model("mlp", nn.Tanh, dims, outputs)
+    x = _points(7, dims)
+    auto = input_jet(model, x, second_order, method="auto")
+    assert _uses_fused_path(auto) == fused
+    _assert_jets_close(auto, input_jet(model, x, second_order, method="autograd"))
+    _assert_jets_close(auto, input_jet(model, x, second_order, method="taylor"))
 
 
 @pytest.mark.parametrize("arch", ["mlp", "modified"])

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from dcnn.data.pdebench import PdeSample
 from dcnn.models.mlp import MLP
+from dcnn.pde.derivatives import Jet, input_jet
 from dcnn.pde.problems import (
     AdvectionProblem,
     CfdProblem,
@@ -251,6 +252,91 @@ def test_loss_terms_agree_between_derivative_methods():
     by_taylor = problem.loss_terms(model, points, derivative_method="taylor")
     for name in problem.term_names:
         torch.testing.assert_close(by_taylor[name], by_autograd[name], rtol=1e-4, atol=1e-7)
+
+
+def one_jet_over_all_rows(problem, model: nn.Module, points: dict[str, Tensor], method: str):
+    """Loss terms computed as before per-set derivative needs: one jet over every input row."""
+    keys = ["domain", "initial", *problem.boundary_input_keys]
+    keys += ["data"] if problem.data_fraction > 0 else []
+    second_order = (0, 1) if problem.name == "diffreact" else ()
+    inputs = [points[key] for key in keys]
+    jet = input_jet(model, torch.cat(inputs), second_order, method=method)
+    jets, start = {}, 0
+    for key, rows in zip(keys, inputs, strict=True):
+        part = slice(start, start + len(rows))
+        jets[key] = Jet(jet.value[part], jet.d1[part], jet.d2[part], jet.second_order)
+        start += len(rows)
+    outputs = {key: piece.value for key, piece in jets.items()}
+    return problem._terms(outputs, jets, points)
+
+
+# Train-mode BatchNorm has no Taylor path ("auto" means autograd there).
+NEED_CASES = [
+    (None, "autograd"),
+    (None, "taylor"),
+    ("batchnorm-train", "autograd"),
+    ("batchnorm-eval", "autograd"),
+    ("batchnorm-eval", "taylor"),
+]
+
+
+@pytest.mark.parametrize("pde", ["advection", "cfd", "diffreact"])
+@pytest.mark.parametrize(("normalization", "method"), NEED_CASES)
+def test_loss_terms_by_derivative_need_equal_one_jet_over_all_rows(pde, normalization, method):
+    problem = small_problem(pde, data_fraction=0.01, n_domain=32, n_boundary=16, n_initial=24)
+    points = as_float64(problem.training_points())
+    torch.manual_seed(3)
+    model = MLP(
+        problem.n_inputs,
+        problem.n_outputs,
+        hidden=8,
+        depth=2,
+        normalization=normalization and "batchnorm",
+    ).double()
+    if normalization == "batchnorm-eval":
+        with torch.no_grad():  # non-trivial running statistics to fold
+            for norm in model.norms:
+                norm.running_mean.uniform_(-0.5, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+        model.eval()
+    reference = one_jet_over_all_rows(problem, model, points, method)
+    terms = problem.loss_terms(model, points, method)
+    assert tuple(terms) == problem.term_names
+    for name in problem.term_names:
+        torch.testing.assert_close(terms[name], reference[name], rtol=1e-12, atol=1e-15)
+    # The training gradients agree as well (one backward pass of the total, as in training).
+    parameters = list(model.parameters())
+    expected, actual = (
+        torch.autograd.grad(sum(loss.values()), parameters) for loss in (reference, terms)
+    )
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_train_mode_batchnorm_runs_one_batch_over_all_point_sets():
+    # Batch statistics couple the rows: the same rows split into sets would give other outputs.
+    problem = small_problem("advection")
+    points = as_float64(problem.training_points())
+    torch.manual_seed(4)
+    model = MLP(2, 1, hidden=8, depth=2, normalization="batchnorm").double()
+    batches = []
+    model.layers[0].register_forward_hook(lambda _module, args, _out: batches.append(len(args[0])))
+    problem.loss_terms(model, points, "autograd")
+    assert batches == [sum(len(points[key]) for key in problem._needs())]
+    batches.clear()
+    model.eval()
+    problem.loss_terms(model, points, "autograd")
+    value_rows = sum(len(points[key]) for key in ("initial", "boundary_left", "boundary_right"))
+    assert sorted(batches) == sorted([len(points["domain"]), value_rows])
+
+
+def test_unknown_derivative_need_is_rejected():
+    class Misdeclared(AdvectionProblem):
+        derivative_needs = {"domain": "second"}
+
+    problem = Misdeclared(synthetic_sample("advection"), **SMALL)
+    with pytest.raises(ValueError, match="'value', 'first' or a tuple.*'second'"):
+        problem.loss_terms(MLP(2, 1, hidden=4, depth=1), problem.training_points())
 
 
 def test_diffreact_loss_gradient_matches_finite_differences():

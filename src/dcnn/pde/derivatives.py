@@ -17,13 +17,19 @@ Methods:
     next Linear layer);
   - other MLPs and :class:`~dcnn.models.mlp.ModifiedMLP` compose ordinary differentiable torch ops.
 
-* ``"auto"``: taylor where the model supports it, else autograd.
+* ``"auto"``: the method with the smaller estimated cost (below) where the model supports Taylor
+  mode, else autograd.
 
-Cost: Taylor mode carries 1 + D + S slabs through every layer, nested reverse mode one value and
-one adjoint per output and derivative order. Taylor is therefore fastest with second derivatives
-or several outputs (measured on CPU, 6 x 40 MLP: about 2x for 2D diffusion-reaction, 1.4x for
-three outputs), on par for one output with one second derivative, and about 1.3-2x slower than
-autograd for first derivatives of a single output (1D advection); choose the method per problem.
+Cost, in matrix products of a hidden layer per point (the products dominate on CPU and GPU), for
+D inputs, C outputs and S requested second derivatives, counting the training backward pass:
+Taylor mode carries 1 + D + S slabs through the forward pass and back, and each slab's backward
+needs two products (input and weight gradients): 3 (1 + D + S). Nested reverse mode runs the
+forward pass (3 with its backward), one reverse sweep per output (3 each) and one sweep through
+forward and reverse graph per output and second derivative (6 each): 3 + 3 C + 6 C S. Measured
+on a 2-core CPU with the 6 x 40 tanh MLP of PDEBench, full training steps of the PDE problems:
+Taylor is about 1.3-1.5x faster on 2D diffusion-reaction domain points (D = 3, C = 2, S = 2) and
+1.1-1.3x for 1D Euler (D = 2, C = 3, first derivatives), autograd about 1.35x faster for 1D
+advection (D = 2, C = 1, first derivatives); the estimate picks the faster method in these cases.
 
 Coordinate order follows PDEBench: 1D problems x = (x, t); 2D problems x = (x, y, t).
 """
@@ -525,6 +531,22 @@ def taylor_unsupported_reason(model: nn.Module) -> str | None:
     )
 
 
+def estimated_costs(dims: int, outputs: int, num_second: int) -> dict[str, int]:
+    """Hidden-layer matrix products per point of one training step, per method (module docs)."""
+    return {
+        "taylor": 3 * (1 + dims + num_second),
+        "autograd": 3 + 3 * outputs + 6 * outputs * num_second,
+    }
+
+
+def _auto_method(model: nn.Module, dims: int, num_second: int) -> str:
+    """Taylor where supported and not estimated costlier than nested autograd, else autograd."""
+    if taylor_unsupported_reason(model) is not None:
+        return "autograd"
+    costs = estimated_costs(dims, model.out_features, num_second)
+    return "taylor" if costs["taylor"] <= costs["autograd"] else "autograd"
+
+
 def _has_trainable_parameters(modules: Sequence[nn.Module]) -> bool:
     return any(p.requires_grad for module in modules for p in module.parameters())
 
@@ -648,17 +670,18 @@ def input_jet(
     The result keeps the graph to the model parameters (create_graph semantics) for first-order
     training gradients. ``method``: ``"autograd"`` (nested reverse mode), ``"taylor"``
     (layer-wise forward propagation; ValueError for unsupported models, including BatchNorm in
-    training mode) or ``"auto"`` (taylor where supported, else autograd). With BatchNorm in
+    training mode) or ``"auto"`` (the cheaper of the two by ``estimated_costs`` where Taylor
+    mode supports the model, else autograd; both give the same jet). With BatchNorm in
     training mode, autograd returns derivatives of the batch-coupled outputs (d sum_j u_j / dx_i),
     as nested autograd always did. The fused MLP path back-propagates once: differentiating its
     parameter gradients again (double backward) is not supported.
     """
     requested = _validate(x, second_order, method)
+    if method == "auto":
+        method = _auto_method(model, x.shape[1], len(requested))
     if method == "autograd":
         return _autograd_jet(model, x, requested)
     reason = taylor_unsupported_reason(model)
-    if reason is None:
-        return _taylor_jet(model, x, requested)
-    if method == "taylor":
+    if reason is not None:
         raise ValueError(f"input_jet(method='taylor'): {reason}")
-    return _autograd_jet(model, x, requested)
+    return _taylor_jet(model, x, requested)

@@ -49,6 +49,33 @@ def _check_count(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
+# What a point set needs from the network: "value" (outputs only), "first" (outputs and first
+# input derivatives) or a tuple of input coordinates (first derivatives and these pure seconds).
+DerivativeNeed = str | tuple[int, ...]
+
+
+def _second_order_of(need: DerivativeNeed) -> tuple[int, ...] | None:
+    """The second-order coordinates input_jet must compute for a need; None for values only."""
+    if need == "value":
+        return None
+    if need == "first":
+        return ()
+    if isinstance(need, tuple) and all(isinstance(k, int) for k in need):
+        return tuple(sorted(need))
+    raise ValueError(
+        f"derivative need must be 'value', 'first' or a tuple of input coordinates, got {need!r}"
+    )
+
+
+def _uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether a BatchNorm layer of `model` normalises with the statistics of its input batch."""
+    return any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and (module.training or module.running_mean is None)
+        for module in model.modules()
+    )
+
+
 def _split_jet(jet: Jet, sizes: Sequence[int]) -> list[Jet]:
     """Cut a jet over concatenated point sets back into one jet per set."""
     pieces = []
@@ -211,8 +238,8 @@ class PdeProblem(ABC):
     required_params: ClassVar[tuple[str, ...]]
     physics_term_names: ClassVar[tuple[str, ...]]
     boundary_input_keys: ClassVar[tuple[str, ...]]
-    # Input coordinates whose pure second derivatives the residual needs.
-    second_order: ClassVar[tuple[int, ...]] = ()
+    # Per input point set, what the loss terms use (see DerivativeNeed); unlisted sets: "value".
+    derivative_needs: ClassVar[dict[str, DerivativeNeed]]
 
     def __init__(
         self,
@@ -368,31 +395,85 @@ class PdeProblem(ABC):
     ) -> dict[str, Tensor]:
         """Scalar mean-squared loss terms, keys exactly `term_names` in that order.
 
-        `points` is `training_points()` (possibly moved to the model's device). The network runs
-        once on all point sets together, as DeepXDE does, so layers with batch statistics see one
-        batch; the result is differentiable w.r.t. the model's parameters.
+        `points` is `training_points()` (possibly moved to the model's device). Input derivatives
+        are computed only on the point sets that need them (`derivative_needs`): one plain
+        forward pass over all value-only sets, one `input_jet` call per derivative need. A model
+        whose BatchNorm normalises with batch statistics (training mode) instead runs ONCE on all
+        point sets together, as DeepXDE does: its outputs depend on the whole batch, so splitting
+        the batch would change the loss. The result is differentiable w.r.t. the parameters.
         """
-        input_keys = self._input_keys()
         missing = [key for key in self._points if key not in points]
         if missing:
             raise KeyError(
                 f"{self.name} loss_terms: points lack {missing}; pass problem.training_points()"
             )
-        inputs = [points[key] for key in input_keys]
-        jet = input_jet(
-            model, torch.cat(inputs), second_order=self.second_order, method=derivative_method
-        )
-        jets = dict(zip(input_keys, _split_jet(jet, [len(x) for x in inputs]), strict=True))
-        terms = self._physics_terms(jets, points)
+        if _uses_batch_statistics(model):
+            outputs, jets = self._evaluate_as_one_batch(model, points, derivative_method)
+        else:
+            outputs, jets = self._evaluate_by_need(model, points, derivative_method)
+        return self._terms(outputs, jets, points)
+
+    def _needs(self) -> dict[str, tuple[int, ...] | None]:
+        """Second-order coordinates per input set (None: values only), in `_input_keys` order."""
+        return {
+            key: _second_order_of(self.derivative_needs.get(key, "value"))
+            for key in self._input_keys()
+        }
+
+    def _evaluate_as_one_batch(
+        self, model: nn.Module, points: dict[str, Tensor], derivative_method: str
+    ) -> tuple[dict[str, Tensor], dict[str, Jet]]:
+        """Outputs of all sets and jets of the derivative sets from one jet over all rows."""
+        needs = self._needs()
+        second_order = sorted({k for need in needs.values() if need is not None for k in need})
+        inputs = [points[key] for key in needs]
+        jet = input_jet(model, torch.cat(inputs), second_order, method=derivative_method)
+        jets = dict(zip(needs, _split_jet(jet, [len(x) for x in inputs]), strict=True))
+        outputs = {key: piece.value for key, piece in jets.items()}
+        return outputs, {key: jets[key] for key, need in needs.items() if need is not None}
+
+    def _evaluate_by_need(
+        self, model: nn.Module, points: dict[str, Tensor], derivative_method: str
+    ) -> tuple[dict[str, Tensor], dict[str, Jet]]:
+        """One forward pass over the value-only sets, one input_jet per distinct derivative need.
+
+        Only valid when the points do not interact (no batch statistics).
+        """
+        groups: dict[tuple[int, ...] | None, list[str]] = {}
+        for key, need in self._needs().items():
+            groups.setdefault(need, []).append(key)
+        outputs: dict[str, Tensor] = {}
+        jets: dict[str, Jet] = {}
+        for need, keys in groups.items():
+            inputs = [points[key] for key in keys]
+            sizes = [len(x) for x in inputs]
+            if need is None:
+                values = model(torch.cat(inputs)).split(sizes)
+                outputs.update(zip(keys, values, strict=True))
+                continue
+            jet = input_jet(model, torch.cat(inputs), need, method=derivative_method)
+            for key, piece in zip(keys, _split_jet(jet, sizes), strict=True):
+                jets[key], outputs[key] = piece, piece.value
+        return outputs, jets
+
+    def _terms(
+        self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Loss terms, in `term_names` order, from the outputs of every set and the jets."""
+        terms = self._physics_terms(outputs, jets, points)
         if self.data_fraction > 0:
-            terms["data"] = _mean_square_per_channel(
-                jets["data"].value - points["data_target"]
-            ).sum()
+            terms["data"] = _mean_square_per_channel(outputs["data"] - points["data_target"]).sum()
         return {name: terms[name] for name in self.term_names}
 
     @abstractmethod
-    def _physics_terms(self, jets: dict[str, Jet], points: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Loss terms of the equation, initial and boundary conditions from the split jets."""
+    def _physics_terms(
+        self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Loss terms of the equation, initial and boundary conditions.
+
+        outputs: network outputs (N, C) of every input set; jets: the sets with a derivative
+        need in `derivative_needs`.
+        """
 
     # ---------------------------------------------------------------------------- evaluation
     def evaluate(
@@ -427,6 +508,8 @@ class _PeriodicProblem1D(PdeProblem):
 
     input_names = ("x", "t")
     boundary_input_keys = ("boundary_left", "boundary_right")
+    # The residual needs u_x and u_t; initial and periodic terms compare values.
+    derivative_needs = {"domain": "first"}
 
     def _boundary_point_sets(
         self, times: np.ndarray, rng: np.random.Generator
@@ -438,9 +521,9 @@ class _PeriodicProblem1D(PdeProblem):
         }
 
     @staticmethod
-    def _periodic_mismatch(jets: dict[str, Jet]) -> Tensor:
+    def _periodic_mismatch(outputs: dict[str, Tensor]) -> Tensor:
         """(C,) mean squared difference between the two ends, per channel."""
-        return _mean_square_per_channel(jets["boundary_left"].value - jets["boundary_right"].value)
+        return _mean_square_per_channel(outputs["boundary_left"] - outputs["boundary_right"])
 
 
 class AdvectionProblem(_PeriodicProblem1D):
@@ -451,13 +534,15 @@ class AdvectionProblem(_PeriodicProblem1D):
     required_params = ("beta",)
     physics_term_names = ("pde", "ic", "bc")
 
-    def _physics_terms(self, jets: dict[str, Jet], points: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _physics_terms(
+        self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         residual = advection_residual(jets["domain"], self.params["beta"])
-        initial_error = jets["initial"].value - points["initial_target"]
+        initial_error = outputs["initial"] - points["initial_target"]
         return {
             "pde": residual.square().mean(),
             "ic": _mean_square_per_channel(initial_error).sum(),
-            "bc": self._periodic_mismatch(jets).sum(),
+            "bc": self._periodic_mismatch(outputs).sum(),
         }
 
 
@@ -492,12 +577,14 @@ class CfdProblem(_PeriodicProblem1D):
                 stacklevel=2,
             )
 
-    def _physics_terms(self, jets: dict[str, Jet], points: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _physics_terms(
+        self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         mass, momentum, energy = euler_1d_residuals(jets["domain"], self.params["gamma"])
         ic_density, ic_velocity, ic_pressure = _mean_square_per_channel(
-            jets["initial"].value - points["initial_target"]
+            outputs["initial"] - points["initial_target"]
         )
-        bc_density, bc_velocity, bc_pressure = self._periodic_mismatch(jets)
+        bc_density, bc_velocity, bc_pressure = self._periodic_mismatch(outputs)
         return {
             "pde": mass.square().mean() + momentum.square().mean() + energy.square().mean(),
             "ic_density": ic_density,
@@ -523,7 +610,8 @@ class DiffReactProblem(PdeProblem):
     required_params = ("Du", "Dv", "k")
     physics_term_names = ("pde", "bc", "ic_u", "ic_v")
     boundary_input_keys = ("boundary",)
-    second_order = (0, 1)
+    # Laplacian in (x, y) on the domain; zero-flux (normal derivative) on the boundary.
+    derivative_needs = {"domain": (0, 1), "boundary": "first"}
 
     def _boundary_point_sets(
         self, times: np.ndarray, rng: np.random.Generator
@@ -541,12 +629,14 @@ class DiffReactProblem(PdeProblem):
             "boundary_normal": outward_normals[edge],
         }
 
-    def _physics_terms(self, jets: dict[str, Jet], points: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _physics_terms(
+        self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         residual_u, residual_v = diffusion_reaction_residuals(
             jets["domain"], self.params["Du"], self.params["Dv"], self.params["k"]
         )
         normal_derivative = (jets["boundary"].d1 * points["boundary_normal"][:, None, :]).sum(-1)
-        ic_u, ic_v = _mean_square_per_channel(jets["initial"].value - points["initial_target"])
+        ic_u, ic_v = _mean_square_per_channel(outputs["initial"] - points["initial_target"])
         return {
             "pde": residual_u.square().mean() + residual_v.square().mean(),
             "bc": _mean_square_per_channel(normal_derivative).sum(),
