@@ -65,7 +65,7 @@ def build_model(
         )
     model = hydra.utils.instantiate(model_cfg, **arguments)
 
-    report = SurgeryReport(replaced=[], removed=[])
+    report = SurgeryReport()
     if "activation" in arguments:
         report.replaced.append(f"{type(model).__name__}(activation=...): {activation_cfg.name}")
     if factory is not None and "activation" not in arguments:

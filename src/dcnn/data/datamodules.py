@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -117,8 +116,3 @@ class PinnDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(1)
-
-
-def training_labels(data: AtomsData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(energy, forces, atoms per frame) of a split, for fitting label transforms."""
-    return data.energy, data.forces, data.n_atoms()
