@@ -51,7 +51,8 @@ class DerivativeTask(pl.LightningModule):
     def combine_terms(self, terms: Mapping[str, Tensor], stage: str, batch_size: int) -> Tensor:
         total, used = self.weighting.combine(terms, self.weights, self, self.global_step)
         values = {name: float(value.detach()) for name, value in terms.items()}
-        if not math.isfinite(float(total.detach())):
+        total_value = float(total.detach())
+        if not math.isfinite(total_value):
             raise DivergedError(
                 f"non-finite {stage} loss at step {self.global_step}: "
                 + ", ".join(f"{name}={value}" for name, value in values.items())
@@ -61,7 +62,7 @@ class DerivativeTask(pl.LightningModule):
         for name, value in terms.items():
             self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size, sync_dist=sync)
         if stage == "train":
-            self.last_train_terms = {**values, "loss": float(total.detach())}
+            self.last_train_terms = {**values, "loss": total_value}
             if self.global_step % self.trainer.log_every_n_steps == 0:  # weights change slowly
                 for name, weight in used.items():
                     self.log(f"weight/{name}", weight, batch_size=batch_size)
