@@ -71,7 +71,7 @@ def bare_rate(overrides: list[str], warmup: int, steps: int, device: str) -> flo
     cfg, datamodule, task = _setup(overrides)
     model = EnergyForceModel(task.model.energy_model).to(device).train()
     scaler = task.scaler.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr, fused=cfg.optimizer.fused)
     alpha, beta = cfg.loss.alpha, cfg.loss.beta
     frames, start, step = 0, 0.0, 0
     while step < warmup + steps:

@@ -17,7 +17,13 @@ from dcnn.activations import (
     IReLU,
 )
 from dcnn.models.mlp import MLP, ModifiedMLP
-from dcnn.pde.derivatives import Jet, activation_derivatives, estimated_costs, input_jet
+from dcnn.pde.derivatives import (
+    Jet,
+    activation_derivatives,
+    estimated_costs,
+    input_jet,
+    jet_and_values,
+)
 from dcnn.surgery import RemovedNormalization
 
 DTYPE = torch.float64
@@ -333,7 +339,7 @@ def test_bad_input_errors():
         input_jet(model, x[:, 0])
     with pytest.raises(ValueError, match="floating-point"):
         input_jet(model, x.long())
-    with pytest.raises(ValueError, match=r"input coordinates in 0..1, got 2"):
+    with pytest.raises(ValueError, match=r"direction indices in 0..1 .* got 2"):
         input_jet(model, x, (2,))
     with pytest.raises(ValueError, match="repeated coordinates"):
         input_jet(model, x, (0, 0))
@@ -378,3 +384,128 @@ def test_separate_loss_terms_backpropagate_from_one_jet():
     for taylor_term, autograd_term in zip(*gradients.values(), strict=True):
         for g_taylor, g_autograd in zip(taylor_term, autograd_term, strict=True):
             torch.testing.assert_close(g_taylor, g_autograd, rtol=1e-9, atol=1e-11)
+
+
+DIRECTIONS = torch.tensor([[0.3, 1.0, -0.5], [1.0, 0.0, 0.0], [-1.2, 0.4, 2.0]], dtype=DTYPE)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "modified"])
+@pytest.mark.parametrize("method", ["taylor", "autograd"])
+@pytest.mark.parametrize(("count", "second_order"), [(1, ()), (2, (1,)), (3, (0, 2))])
+def test_directional_derivatives_match_finite_differences(arch, method, count, second_order):
+    model = _model(arch, nn.SiLU, 3, 2)
+    x = _points(5, 3, seed=4)
+    directions = DIRECTIONS[:count]
+    jet = input_jet(model, x, second_order, method=method, directions=directions)
+    assert jet.d1.shape == (5, 2, count) and torch.equal(jet.directions, directions)
+    step = 1e-4
+    with torch.no_grad():
+        for k, direction in enumerate(directions):
+            plus, minus = model(x + step * direction), model(x - step * direction)
+            torch.testing.assert_close(
+                jet.first(0, k), (plus - minus)[:, 0] / (2 * step), rtol=1e-7, atol=1e-8
+            )
+            if k in second_order:
+                central = (plus - 2 * model(x) + minus) / step**2
+                torch.testing.assert_close(jet.d2[:, :, k], central, rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.count_nonzero(jet.d2[:, :, k]) == 0
+
+
+@pytest.mark.parametrize("arch", ["mlp", "modified"])
+@pytest.mark.parametrize("second_order", [(), (0,), (0, 1)])
+def test_directional_taylor_matches_autograd_with_gradients(arch, second_order):
+    model = _model(arch, nn.Tanh, 3, 2)
+    x = _points(7, 3, seed=5)
+    taylor = input_jet(model, x, second_order, method="taylor", directions=DIRECTIONS[:2])
+    reference = input_jet(model, x, second_order, method="autograd", directions=DIRECTIONS[:2])
+    _assert_jets_close(taylor, reference)
+    _assert_parameter_gradients_close(model, taylor, reference)
+    assert _uses_fused_path(taylor) == (arch == "mlp")
+
+
+def test_axis_directions_give_the_default_jet():
+    model = _model("mlp", nn.Tanh, 3, 1)
+    x = _points(4, 3)
+    axes = torch.eye(3, dtype=DTYPE)
+    for method in ("taylor", "autograd"):
+        explicit = input_jet(model, x, (1,), method=method, directions=axes)
+        assert explicit.directions is None
+        _assert_jets_close(explicit, input_jet(model, x, (1,), method=method))
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm"])
+@pytest.mark.parametrize("method", ["taylor", "autograd"])
+def test_value_points_share_the_pass_and_backpropagate(normalization, method):
+    torch.manual_seed(12)
+    model = MLP(2, 2, hidden=5, depth=3, normalization=normalization, init="torch_default")
+    model = model.to(DTYPE).eval()
+    x, others = _points(6, 2, seed=1), _points(9, 2, seed=2)
+    direction = torch.tensor([[0.1, 1.0]], dtype=DTYPE)
+    jet, values = jet_and_values(model, x, others, (0,), method=method, directions=direction)
+    torch.testing.assert_close(values, model(others), rtol=1e-14, atol=1e-14)
+    _assert_jets_close(jet, input_jet(model, x, (0,), method="autograd", directions=direction))
+    if method == "taylor":
+        assert _uses_fused_path(jet)
+
+    parameters = list(model.parameters())
+    loss = _jet_loss(jet) + values.square().mean()
+    reference_jet = input_jet(model, x, (0,), method="autograd", directions=direction)
+    reference = _jet_loss(reference_jet) + model(others).square().mean()
+    for actual, expected in zip(
+        torch.autograd.grad(loss, parameters),
+        torch.autograd.grad(reference, parameters),
+        strict=True,
+    ):
+        torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-11)
+
+
+class _DirectionalJetTensors(nn.Module):
+    """Jet along directions plus outputs at value-only points, for gradcheck."""
+
+    def __init__(self, model: nn.Module, second_order: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.second_order = second_order
+
+    def forward(self, x: torch.Tensor, others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        jet, values = jet_and_values(
+            self.model, x, others, self.second_order, method="taylor", directions=DIRECTIONS[:2]
+        )
+        return jet.value, jet.d1, jet.d2, values
+
+
+@pytest.mark.parametrize("second_order", [(), (1,), (0, 1)])
+def test_fused_directional_backward_passes_gradcheck(second_order):
+    torch.manual_seed(13)
+    model = MLP(3, 2, hidden=4, depth=2, init="torch_default").to(DTYPE)
+    wrapper = _DirectionalJetTensors(model, second_order)
+    names = [name for name, _ in wrapper.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in wrapper.parameters()]
+    x = _points(3, 3).requires_grad_(True)
+    others = _points(2, 3, seed=9)
+
+    def outputs(x, *flat_params):
+        return torch.func.functional_call(
+            wrapper, dict(zip(names, flat_params, strict=True)), (x, others)
+        )
+
+    assert torch.autograd.gradcheck(outputs, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_bad_directions_and_value_points():
+    model = _model("mlp", nn.Tanh, 2, 1)
+    x = _points(4, 2)
+    with pytest.raises(ValueError, match=r"directions must have shape \(K, 2\).*got \(1, 3\)"):
+        input_jet(model, x, directions=[[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"got \(0, 2\)"):
+        input_jet(model, x, directions=torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="directions must be finite"):
+        input_jet(model, x, directions=[[float("nan"), 1.0]])
+    with pytest.raises(ValueError, match=r"direction indices in 0..0 .* got 1"):
+        input_jet(model, x, (1,), directions=[[0.1, 1.0]])
+    with pytest.raises(ValueError, match="value_points .* must match x"):
+        jet_and_values(model, x, _points(3, 3), directions=[[0.1, 1.0]])
+    jet = input_jet(model, x, directions=[[0.1, 1.0]])
+    with pytest.raises(ValueError, match="along direction 0 was not requested"):
+        jet.second(0, 0)

@@ -12,11 +12,13 @@ from torch import Tensor, nn
 
 from dcnn.data.pdebench import PdeSample
 from dcnn.models.mlp import MLP
+from dcnn.pde import derivatives
 from dcnn.pde.derivatives import Jet, input_jet
 from dcnn.pde.problems import (
     AdvectionProblem,
     CfdProblem,
     DiffReactProblem,
+    JetRequest,
     build_problem,
     grid_error_metrics,
 )
@@ -330,13 +332,40 @@ def test_train_mode_batchnorm_runs_one_batch_over_all_point_sets():
     assert sorted(batches) == sorted([len(points["domain"]), value_rows])
 
 
-def test_unknown_derivative_need_is_rejected():
+def test_misdeclared_jet_request_is_rejected():
     class Misdeclared(AdvectionProblem):
-        derivative_needs = {"domain": "second"}
+        def jet_requests(self):
+            return {"domain": "second"}
 
     problem = Misdeclared(synthetic_sample("advection"), **SMALL)
-    with pytest.raises(ValueError, match="'value', 'first' or a tuple.*'second'"):
+    with pytest.raises(
+        ValueError, match=r"Misdeclared.jet_requests\(\)\['domain'\] must be a JetRequest"
+    ):
         problem.loss_terms(MLP(2, 1, hidden=4, depth=1), problem.training_points())
+    with pytest.raises(ValueError, match="second_order must hold integers"):
+        JetRequest(second_order=("x",))
+    with pytest.raises(ValueError, match="tuple of tuples of floats"):
+        JetRequest(directions=((1, 0),))
+
+
+@pytest.mark.parametrize(("pde", "fused_calls"), [("advection", 1), ("cfd", 1), ("diffreact", 2)])
+def test_taylor_runs_value_only_sets_in_the_fused_jet_call(pde, fused_calls, monkeypatch):
+    problem = small_problem(pde)
+    points = problem.training_points()
+    model = MLP(problem.n_inputs, problem.n_outputs, hidden=8, depth=2)
+    calls = []
+    original = derivatives._FusedMLPJet.apply
+    monkeypatch.setattr(
+        derivatives._FusedMLPJet,
+        "apply",
+        lambda *args: calls.append(args[0].shape[0]) or original(*args),
+    )
+    forward_calls = []
+    model.register_forward_hook(lambda *_: forward_calls.append(1))
+    problem.loss_terms(model, points, "taylor")
+    assert forward_calls == []  # no separate forward pass for the value-only sets
+    assert len(calls) == fused_calls
+    assert sum(calls) == sum(len(points[key]) for key in problem._needs())
 
 
 def test_diffreact_loss_gradient_matches_finite_differences():

@@ -82,6 +82,38 @@ def test_advection_rejects_jet_of_wrong_shape():
         advection_residual(two_channels, 0.1)
 
 
+def along(jet: Jet, directions: Sequence[Sequence[float]]) -> Jet:
+    """The jet's first derivatives projected onto directions (an axis jet turned directional)."""
+    matrix = torch.tensor(directions, dtype=jet.d1.dtype)
+    d1 = jet.d1 @ matrix.t()
+    return Jet(jet.value, d1, torch.zeros_like(d1), (), matrix)
+
+
+def test_advection_residual_from_a_jet_along_beta_one():
+    beta, wrong_speed = 0.4, 0.6
+    x = random_points(50, [0.0, 0.0], [1.0, 2.0])
+    jet = jet_of(lambda p: initial_profile(p[:, 0] - wrong_speed * p[:, 1])[:, None], x)
+    directional = along(jet, [[beta, 1.0]])
+    torch.testing.assert_close(
+        advection_residual(directional, beta), advection_residual(jet, beta), rtol=1e-12, atol=0
+    )
+    with pytest.raises(ValueError, match=r"along \(beta, 1\) = \(0.4, 1.0\), got .*0.6"):
+        advection_residual(along(jet, [[wrong_speed, 1.0]]), beta)
+    with pytest.raises(ValueError, match="directional jet must be along"):
+        advection_residual(along(jet, [[1.0, 0.0], [0.0, 1.0]]), beta)
+
+
+def test_euler_and_diffusion_reaction_need_axis_jets():
+    x = random_points(5, [0.0, 0.0], [1.0, 1.0])
+    euler_jet = along(jet_of(lambda p: torch.stack([p[:, 0]] * 3, dim=1), x), [[0.5, 1.0]])
+    with pytest.raises(ValueError, match="1D Euler needs derivatives along the input coordinates"):
+        euler_1d_residuals(euler_jet, GAMMA)
+    x3 = random_points(5, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    diffusion_jet = along(jet_of(lambda p: p[:, :2] ** 2, x3), [[1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="diffusion-reaction needs derivatives along the input"):
+        diffusion_reaction_residuals(diffusion_jet, 1e-3, 5e-3, 5e-3)
+
+
 # ---------------------------------------------------------------------------------- 1D Euler
 def euler_state(density, velocity, pressure) -> Callable[[Tensor], Tensor]:
     """Network stand-in with outputs (density, Vx, pressure), each a function of (x, t)."""

@@ -1,16 +1,18 @@
 """Input derivatives of networks for physics-informed losses.
 
-``input_jet`` returns the network output together with its first derivatives along every input
-coordinate and its pure second derivatives along requested coordinates, keeping the graph to the
-model parameters so that residual losses built from them can be back-propagated.
+``input_jet`` returns the network output together with its first derivatives along K directions
+(by default the input coordinate axes) and its pure second derivatives along requested ones,
+keeping the graph to the model parameters so that residual losses built from them can be
+back-propagated. ``jet_and_values`` also returns the outputs at value-only points (initial and
+boundary sets), which the fused path runs through the same layer calls.
 
 Methods:
 
 * ``"autograd"`` (reference): nested reverse-mode ``torch.autograd.grad`` with ``create_graph``.
 * ``"taylor"``: forward propagation of (value, d1, d2) layer by layer through the known
   architectures, so training needs one first-order backward pass instead of double backprop.
-  All directions travel as one ``(K, N, H)`` tensor of "slabs" (value, D first derivatives,
-  S pure second derivatives), so each layer is a few batched tensor ops:
+  The derivatives travel as one ``(K + S, n, H)`` tensor of "slabs" (K first derivatives, S pure
+  second derivatives), so each layer is a few batched tensor ops:
 
   - :class:`~dcnn.models.mlp.MLP` whose activations have no trainable parameters uses a fused
     autograd function with a hand-written backward pass (eval-mode BatchNorm is folded into the
@@ -20,16 +22,17 @@ Methods:
 * ``"auto"``: the method with the smaller estimated cost (below) where the model supports Taylor
   mode, else autograd.
 
-Cost, in matrix products of a hidden layer per point (the products dominate on CPU and GPU), for
-D inputs, C outputs and S requested second derivatives, counting the training backward pass:
-Taylor mode carries 1 + D + S slabs through the forward pass and back, and each slab's backward
-needs two products (input and weight gradients): 3 (1 + D + S). Nested reverse mode runs the
-forward pass (3 with its backward), one reverse sweep per output (3 each) and one sweep through
-forward and reverse graph per output and second derivative (6 each): 3 + 3 C + 6 C S. Measured
-on a 2-core CPU with the 6 x 40 tanh MLP of PDEBench, full training steps of the PDE problems:
-Taylor is about 1.3-1.5x faster on 2D diffusion-reaction domain points (D = 3, C = 2, S = 2) and
-1.1-1.3x for 1D Euler (D = 2, C = 3, first derivatives), autograd about 1.35x faster for 1D
-advection (D = 2, C = 1, first derivatives); the estimate picks the faster method in these cases.
+Cost, in matrix products of a hidden layer per jet point (the products dominate on CPU and GPU),
+for K directions, C outputs and S requested second derivatives, counting the training backward
+pass: Taylor mode carries 1 + K + S slabs through the forward pass and back, and each slab's
+backward needs two products (input and weight gradients): 3 (1 + K + S). Nested reverse mode runs
+the forward pass (3 with its backward), one reverse sweep per output (3 each) and one sweep
+through forward and reverse graph per output and second derivative (6 each): 3 + 3 C + 6 C S.
+So for one output and one direction (advection: u_t + beta u_x is the derivative along (beta, 1))
+both do the same matrix work, and the fused path wins only by fewer elementwise passes and
+kernel calls. Measured on a 2-core CPU with the 6 x 40 tanh MLP of PDEBench and its point counts
+(``benchmarks/pinn_problem_steps.py``), full training steps autograd / Taylor: advection about
+1.0-1.1x, 1D Euler 1.2x, 2D diffusion-reaction 1.6x.
 
 Coordinate order follows PDEBench: 1D problems x = (x, t); 2D problems x = (x, y, t).
 """
@@ -53,28 +56,31 @@ METHODS = ("auto", "autograd", "taylor")
 
 @dataclass
 class Jet:
-    """Network output and its input derivatives at N points.
+    """Network output and its input derivatives at N points, along K directions.
 
     value: (N, C) output u.
-    d1: (N, C, D) first derivatives du_c/dx_k.
-    d2: (N, C, D) pure second derivatives d2u_c/dx_k^2; zero for coordinates not requested.
-    second_order: the coordinates whose second derivatives were computed (None: all of them).
+    d1: (N, C, K) first derivatives du_c/dv_k (du_c/dx_k when directions is None).
+    d2: (N, C, K) pure second derivatives d2u_c/dv_k^2; zero for directions not requested.
+    second_order: the directions whose second derivatives were computed (None: all of them).
+    directions: (K, D) directions v_k; None for the input coordinate axes.
     """
 
     value: Tensor
     d1: Tensor
     d2: Tensor
     second_order: tuple[int, ...] | None = None
+    directions: Tensor | None = None
 
     def first(self, c: int, k: int) -> Tensor:
-        """du_c/dx_k, shape (N,)."""
+        """du_c/dv_k (du_c/dx_k for coordinate axes), shape (N,)."""
         return self.d1[:, c, k]
 
     def second(self, c: int, k: int) -> Tensor:
-        """d2u_c/dx_k^2, shape (N,); raises ValueError if coordinate k was not requested."""
+        """d2u_c/dv_k^2, shape (N,); raises ValueError if direction k was not requested."""
         if self.second_order is not None and k not in self.second_order:
+            what = "input coordinate" if self.directions is None else "direction"
             raise ValueError(
-                f"second derivative along input coordinate {k} was not requested; "
+                f"second derivative along {what} {k} was not requested; "
                 f"pass it in input_jet(..., second_order=...) (requested: {self.second_order})"
             )
         return self.d2[:, c, k]
@@ -101,14 +107,15 @@ def register_activation_derivatives(cls: type[nn.Module], terms: ActivationDeriv
 
 
 def _tanh(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, ...]:
+    # Every derivative is a polynomial of s = tanh(z), each formed in one pass over memory.
     s = torch.tanh(z)
-    s1 = 1 - s * s  # reuse tanh for all its derivatives
+    s1 = torch.addcmul(s.new_ones(()), s, s, value=-1)  # 1 - s^2
     if order == 1:
         return s, s1
-    s2 = -2 * s * s1
+    s2 = torch.addcmul(s.new_zeros(()), s, s1, value=-2)  # -2 s s'
     if order == 2:
         return s, s1, s2
-    return s, s1, s2, -2 * s1 * (s1 - 2 * s * s)
+    return s, s1, s2, torch.addcmul(4 * s1, s1, s1, value=-6)  # s' (4 - 6 s')
 
 
 def _step(z: Tensor) -> Tensor:
@@ -233,47 +240,41 @@ def activation_derivatives(module: nn.Module, z: Tensor, order: int) -> tuple[Te
 
 
 # ---------------------------------------------------------------------------------------------
-# Directions carried by the Taylor propagation.
+# Slab layout of the derivatives carried by the Taylor propagation.
 
 
 @dataclass(frozen=True)
-class _Directions:
-    """Slab layout: 0 value, 1..D first derivatives, D+1..D+S pure second derivatives.
+class _SlabLayout:
+    """Derivative slabs: 0..K-1 first derivatives along the K directions, K..K+S-1 pure second
+    derivatives along the requested directions.
 
-    ``coords`` selects the requested coordinates among D things (e.g. weight columns), ``selected``
-    the first-derivative slabs of those coordinates; both are slices when contiguous.
+    ``coords`` selects the requested directions among K things (first-derivative slabs, weight
+    columns); a slice when contiguous.
     """
 
     dims: int
     requested: tuple[int, ...]
     coords: slice | Tensor | None
-    selected: slice | Tensor | None
 
     @classmethod
-    def build(cls, dims: int, requested: tuple[int, ...], device: torch.device) -> _Directions:
+    def build(cls, dims: int, requested: tuple[int, ...], device: torch.device) -> _SlabLayout:
         if not requested:
-            return cls(dims, requested, None, None)
+            return cls(dims, requested, None)
         if requested == tuple(range(requested[0], requested[-1] + 1)):
-            start, stop = requested[0], requested[-1] + 1
-            return cls(dims, requested, slice(start, stop), slice(1 + start, 1 + stop))
-        index = torch.tensor(requested, device=device)
-        return cls(dims, requested, index, index + 1)
+            return cls(dims, requested, slice(requested[0], requested[-1] + 1))
+        return cls(dims, requested, torch.tensor(requested, device=device))
 
     @property
     def num_second(self) -> int:
         return len(self.requested)
 
     @property
-    def slabs(self) -> int:
-        return 1 + self.dims + self.num_second
-
-    @property
     def first(self) -> slice:
-        return slice(1, 1 + self.dims)
+        return slice(0, self.dims)
 
     @property
     def second(self) -> slice:
-        return slice(1 + self.dims, self.slabs)
+        return slice(self.dims, self.dims + self.num_second)
 
 
 def _slab_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -292,104 +293,131 @@ def _add_at(target: Tensor, selector: slice | Tensor, values: Tensor) -> None:
         target.index_add_(0, selector, values)
 
 
+def _times_weight(grad: Tensor, weight: Tensor) -> Tensor:
+    """grad @ weight; with one output row a broadcast product (matrix products with an inner
+    size of 1 are slow on CPU)."""
+    return grad * weight[0] if weight.shape[0] == 1 else grad @ weight
+
+
+def _weight_gradient(
+    grad_value: Tensor, value: Tensor, grad_slabs: Tensor, slabs: Tensor
+) -> Tensor:
+    """grad_value^T value + the same over all rows of all slabs, as two matrix products."""
+    return torch.addmm(grad_value.t() @ value, grad_slabs.flatten(0, 1).t(), slabs.flatten(0, 1))
+
+
 # ---------------------------------------------------------------------------------------------
-# Fused Taylor propagation for MLP: hand-written backward, all slabs of a layer in one op each.
+# Fused Taylor propagation for MLP: hand-written backward pass.
 #
-# Hidden layer with input slabs h (K, N, H_in): pre = h W^T (+ b on slab 0), z = pre[0],
-#   out[0] = s(z), out[first/second] = s'(z) pre[...], out[second] += s''(z) pre[selected]^2.
-# The first layer sees x with dx/dx_k = e_k, so its derivative slabs are the weight columns.
+# Rows: N value rows, the first n of them jet points, and a block of K + S derivative slabs of
+# n rows each. A hidden layer with inputs h (N, H_in) and slabs p (K + S, n, H_in) computes
+#   z = h W^T + b, q = p W^T, out = s(z), out_slabs = s'(z) q, out_second += s''(z) q_selected^2,
+# so value-only points (initial and boundary sets) share the layer's calls with the jet points.
+# The first layer sees x, whose derivative along direction v_k is v_k: its first-derivative slab
+# k is s'(z) times the column v_k W^T, the same for every row.
 
 
 class _FusedMLPJet(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, x: Tensor, activations: Sequence[nn.Module], directions: _Directions, *params: Tensor
-    ) -> Tensor:
+        ctx,
+        x: Tensor,
+        directions: Tensor,
+        n_jet: int,
+        activations: Sequence[nn.Module],
+        layout: _SlabLayout,
+        *params: Tensor,
+    ) -> tuple[Tensor, Tensor]:
         weights, biases = params[0::2], params[1::2]
-        second = directions.num_second > 0
+        second = layout.num_second > 0
         order = 3 if second else 2  # backward needs one order more than forward
-        columns = weights[0].t().unsqueeze(1)  # (D, 1, H): d(x W^T)/dx_k
         z = torch.addmm(biases[0], x, weights[0].t())
         terms = activation_derivatives(activations[0], z, order)
-        out = z.new_empty((directions.slabs, *z.shape))
-        out[0] = terms[0]
-        torch.mul(terms[1], columns, out=out[directions.first])
+        columns = (directions @ weights[0].t()).unsqueeze(1)  # (K, 1, H)
+        slabs = z.new_empty((layout.dims + layout.num_second, n_jet, z.shape[1]))
+        torch.mul(terms[1][:n_jet], columns, out=slabs[layout.first])
         if second:
-            torch.mul(terms[2], columns[directions.coords].square(), out=out[directions.second])
-        layers = [(None, None, terms)]
-        h = out
+            square = columns[layout.coords].square()
+            torch.mul(terms[2][:n_jet], square, out=slabs[layout.second])
+        layers = [(None, None, None, terms)]
+        h = terms[0]
         for weight, bias, activation in zip(
             weights[1:-1], biases[1:-1], activations[1:], strict=True
         ):
-            pre = h.new_empty((directions.slabs, h.shape[1], weight.shape[0]))
-            torch.addmm(bias, h[0], weight.t(), out=pre[0])  # bias on the value slab only
-            torch.matmul(h[1:], weight.t(), out=pre[1:])
-            terms = activation_derivatives(activation, pre[0], order)
-            out = torch.empty_like(pre)
-            out[0] = terms[0]
-            torch.mul(pre[1:], terms[1], out=out[1:])
+            z = torch.addmm(bias, h, weight.t())
+            pre = torch.matmul(slabs, weight.t())
+            terms = activation_derivatives(activation, z, order)
+            out = torch.mul(pre, terms[1][:n_jet])
             if second:
-                out[directions.second].addcmul_(terms[2], pre[directions.selected].square())
-            layers.append((h, pre, terms))
-            h = out
-        y = torch.matmul(h, weights[-1].t())
-        y[0] += biases[-1]
-        ctx.save_for_backward(x, *params)
-        ctx.layers, ctx.last_hidden, ctx.directions = layers, h, directions
-        return y
+                out[layout.second].addcmul_(terms[2][:n_jet], pre[layout.coords].square())
+            layers.append((h, slabs, pre, terms))
+            h, slabs = terms[0], out
+        value = torch.addmm(biases[-1], h, weights[-1].t())
+        derivatives = torch.matmul(slabs, weights[-1].t())
+        ctx.save_for_backward(x, directions, *params)
+        ctx.layers, ctx.last, ctx.layout, ctx.n_jet = layers, (h, slabs), layout, n_jet
+        return value, derivatives
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y: Tensor):
-        x, *params = ctx.saved_tensors
+    def backward(ctx, grad_value: Tensor, grad_derivatives: Tensor):
+        x, directions, *params = ctx.saved_tensors
         weights = params[0::2]
-        directions: _Directions = ctx.directions
-        second = directions.num_second > 0
+        layout: _SlabLayout = ctx.layout
+        n = ctx.n_jet
+        second = layout.num_second > 0
         grad_weights: list[Tensor | None] = [None] * len(weights)
         grad_biases: list[Tensor | None] = [None] * len(weights)
 
-        grad_y = grad_y.contiguous()
-        grad_weights[-1] = grad_y.flatten(0, 1).t() @ ctx.last_hidden.flatten(0, 1)
-        grad_biases[-1] = grad_y[0].sum(0)
-        grad_h = torch.matmul(grad_y, weights[-1])
+        grad_value, grad_slabs = grad_value.contiguous(), grad_derivatives.contiguous()
+        grad_weights[-1] = _weight_gradient(grad_value, ctx.last[0], grad_slabs, ctx.last[1])
+        grad_biases[-1] = grad_value.sum(0)
+        grad_h = _times_weight(grad_value, weights[-1])
+        grad_slabs = _times_weight(grad_slabs, weights[-1])
         for i in range(len(weights) - 2, 0, -1):
-            h, pre, terms = ctx.layers[i]
-            # d/dz of out[m] = s'(z) pre[m] gives s''(z) pre[m] on every derivative slab.
-            coupling = _slab_dot(grad_h[1:], pre[1:])
+            h, slabs, pre, terms = ctx.layers[i]
+            jet_rows = slice(0, n)
+            # d/dz of out_slabs = s'(z) pre gives s''(z) pre on every derivative slab.
+            coupling = _slab_dot(grad_slabs, pre)
             if second:
-                selected = pre[directions.selected]
-                grad_second = grad_h[directions.second]
+                selected = pre[layout.coords]
+                grad_second = grad_slabs[layout.second]
                 curvature = _slab_dot(grad_second, selected.square())
-                cross = 2 * terms[2] * selected * grad_second
-            # grad_h is a fresh tensor: turn it into the gradient w.r.t. pre in place.
-            grad_pre = grad_h
-            grad_pre[0].mul_(terms[1]).addcmul_(terms[2], coupling)
-            grad_pre[1:].mul_(terms[1])
+                cross = 2 * terms[2][jet_rows] * selected * grad_second
+            # grad_h and grad_slabs are fresh tensors: turn them into gradients w.r.t. z and pre.
+            grad_z = grad_h.mul_(terms[1])
+            grad_z[jet_rows].addcmul_(terms[2][jet_rows], coupling)
+            grad_pre = grad_slabs.mul_(terms[1][jet_rows])
             if second:
-                grad_pre[0].addcmul_(terms[3], curvature)
-                _add_at(grad_pre, directions.selected, cross)
-            grad_weights[i] = grad_pre.flatten(0, 1).t() @ h.flatten(0, 1)
-            grad_biases[i] = grad_pre[0].sum(0)
-            grad_h = torch.matmul(grad_pre, weights[i])
+                grad_z[jet_rows].addcmul_(terms[3][jet_rows], curvature)
+                _add_at(grad_pre, layout.coords, cross)
+            grad_weights[i] = _weight_gradient(grad_z, h, grad_pre, slabs)
+            grad_biases[i] = grad_z.sum(0)
+            grad_h = grad_z @ weights[i]
+            grad_slabs = torch.matmul(grad_pre, weights[i])
 
-        terms = ctx.layers[0][2]
-        columns = weights[0].t().unsqueeze(1)
-        grad_first = grad_h[directions.first]
-        grad_z = torch.mul(terms[1], grad_h[0]).addcmul_(terms[2], _slab_dot(grad_first, columns))
-        grad_columns = (grad_first * terms[1]).sum(1)  # (D, H): columns are shared by all points
+        terms = ctx.layers[0][3]
+        columns = (directions @ weights[0].t()).unsqueeze(1)
+        grad_first = grad_slabs[layout.first]
+        jet_terms = [term[:n] for term in terms]
+        grad_z = grad_h.mul_(terms[1])
+        grad_z[:n].addcmul_(jet_terms[2], _slab_dot(grad_first, columns))
+        grad_columns = (grad_first * jet_terms[1]).sum(1)  # (K, H): shared by all rows
         if second:
-            selected = columns[directions.coords]
-            grad_second = grad_h[directions.second]
-            grad_z.addcmul_(terms[3], _slab_dot(grad_second, selected.square()))
-            _add_at(grad_columns, directions.coords, (2 * terms[2] * selected * grad_second).sum(1))
-        grad_weights[0] = grad_z.t() @ x + grad_columns.t()
+            selected = columns[layout.coords]
+            grad_second = grad_slabs[layout.second]
+            grad_z[:n].addcmul_(jet_terms[3], _slab_dot(grad_second, selected.square()))
+            _add_at(grad_columns, layout.coords, (2 * jet_terms[2] * selected * grad_second).sum(1))
+        grad_weights[0] = torch.addmm(grad_z.t() @ x, grad_columns.t(), directions)
         grad_biases[0] = grad_z.sum(0)
         grad_x = grad_z @ weights[0] if ctx.needs_input_grad[0] else None
 
         grad_params = [g for pair in zip(grad_weights, grad_biases, strict=True) for g in pair]
-        needed = ctx.needs_input_grad[3:]
+        needed = ctx.needs_input_grad[5:]
         return (
             grad_x,
+            None,
+            None,
             None,
             None,
             *(g if need else None for g, need in zip(grad_params, needed, strict=True)),
@@ -411,8 +439,11 @@ def _is_batchnorm(norm: nn.Module) -> bool:
     return isinstance(norm, nn.BatchNorm1d)
 
 
-def _mlp_fused(model: MLP, x: Tensor, directions: _Directions) -> Tensor:
-    """(K, N, C) slabs of the MLP output; BatchNorm after layer i is folded into layer i + 1."""
+def _mlp_fused(
+    model: MLP, x: Tensor, directions: Tensor, n_jet: int, layout: _SlabLayout
+) -> tuple[Tensor, Tensor]:
+    """MLP outputs at all rows of x (N, C) and the (K + S, n_jet, C) derivative slabs of its
+    first n_jet rows; BatchNorm after layer i is folded into layer i + 1."""
     params: list[Tensor] = []
     for i, layer in enumerate(model.layers):
         weight, bias = layer.weight, layer.bias
@@ -421,12 +452,12 @@ def _mlp_fused(model: MLP, x: Tensor, directions: _Directions) -> Tensor:
             scale, shift = _eval_batchnorm_affine(norm)
             weight, bias = weight * scale, torch.addmv(bias, weight, shift)
         params += [weight, bias]
-    return _FusedMLPJet.apply(x, list(model.activations), directions, *params)
+    return _FusedMLPJet.apply(x, directions, n_jet, list(model.activations), layout, *params)
 
 
 # ---------------------------------------------------------------------------------------------
 # Composite Taylor propagation (ordinary autograd ops): ModifiedMLP, MLP with learnable
-# activations. State: value (N, H); d1 (D, N, H) or broadcastable (D, 1, H) after an input layer;
+# activations. State: value (N, H); d1 (K, N, H) or broadcastable (K, 1, H) after an input layer;
 # d2 (S, N, H), or None while it is identically zero.
 
 
@@ -437,9 +468,10 @@ class _State:
     d2: Tensor | None
 
 
-def _input_linear(layer: nn.Linear, x: Tensor) -> _State:
-    """Linear layer on the inputs: dx/dx_k = e_k, so d1 is weight column k."""
-    return _State(F.linear(x, layer.weight, layer.bias), layer.weight.t().unsqueeze(1), None)
+def _input_linear(layer: nn.Linear, x: Tensor, directions: Tensor) -> _State:
+    """Linear layer on the inputs: the derivative of x along v_k is v_k, so d1 is v_k W^T."""
+    columns = (directions @ layer.weight.t()).unsqueeze(1)
+    return _State(F.linear(x, layer.weight, layer.bias), columns, None)
 
 
 def _linear(layer: nn.Linear, state: _State) -> _State:
@@ -448,14 +480,14 @@ def _linear(layer: nn.Linear, state: _State) -> _State:
     return _State(F.linear(state.value, layer.weight, layer.bias), state.d1 @ weight_t, d2)
 
 
-def _activation(module: nn.Module, state: _State, directions: _Directions) -> _State:
+def _activation(module: nn.Module, state: _State, layout: _SlabLayout) -> _State:
     """Chain rule: d1' = s' d1, d2' = s'' d1^2 + s' d2 (pure second derivatives)."""
-    second = directions.num_second > 0
+    second = layout.num_second > 0
     terms = activation_derivatives(module, state.value, 2 if second else 1)
     d1 = terms[1] * state.d1
     if not second:
         return _State(terms[0], d1, None)
-    selected = state.d1[directions.coords]
+    selected = state.d1[layout.coords]
     d2 = terms[2] * selected.square()
     if state.d2 is not None:
         d2 = torch.addcmul(d2, terms[1], state.d2)
@@ -467,7 +499,7 @@ def _affine(scale: Tensor, shift: Tensor, state: _State) -> _State:
     return _State(torch.addcmul(shift, state.value, scale), state.d1 * scale, d2)
 
 
-def _gate(u: _State, v: _State, z: _State, directions: _Directions) -> _State:
+def _gate(u: _State, v: _State, z: _State, layout: _SlabLayout) -> _State:
     """Product rule for h = u + z (v - u) = (1 - z) u + z v.
 
     u, v and z come out of activations, so their d2 are all present when second is requested.
@@ -476,32 +508,34 @@ def _gate(u: _State, v: _State, z: _State, directions: _Directions) -> _State:
     delta_d1 = v.d1 - u.d1
     value = torch.addcmul(u.value, z.value, delta_value)
     d1 = u.d1 + z.d1 * delta_value + z.value * delta_d1
-    if directions.num_second == 0:
+    if layout.num_second == 0:
         return _State(value, d1, None)
-    coords = directions.coords
+    coords = layout.coords
     # d2h = d2u + d2z (v - u) + 2 dz d(v - u) + z d2(v - u)
     d2 = u.d2 + z.d2 * delta_value + 2 * z.d1[coords] * delta_d1[coords]
     return _State(value, d1, torch.addcmul(d2, z.value, v.d2 - u.d2))
 
 
-def _mlp_composite(model: MLP, x: Tensor, directions: _Directions) -> _State:
-    state = _input_linear(model.layers[0], x)
+def _mlp_composite(model: MLP, x: Tensor, directions: Tensor, layout: _SlabLayout) -> _State:
+    state = _input_linear(model.layers[0], x, directions)
     for i, activation in enumerate(model.activations):
         if i > 0:
             state = _linear(model.layers[i], state)
-        state = _activation(activation, state, directions)
+        state = _activation(activation, state, layout)
         if model.norms is not None and _is_batchnorm(model.norms[i]):
             state = _affine(*_eval_batchnorm_affine(model.norms[i]), state)
     return _linear(model.layers[-1], state)
 
 
-def _modified_mlp_composite(model: ModifiedMLP, x: Tensor, directions: _Directions) -> _State:
-    u = _activation(model.activation_u, _input_linear(model.encoder_u, x), directions)
-    v = _activation(model.activation_v, _input_linear(model.encoder_v, x), directions)
+def _modified_mlp_composite(
+    model: ModifiedMLP, x: Tensor, directions: Tensor, layout: _SlabLayout
+) -> _State:
+    u = _activation(model.activation_u, _input_linear(model.encoder_u, x, directions), layout)
+    v = _activation(model.activation_v, _input_linear(model.encoder_v, x, directions), layout)
     h: _State | None = None
     for gate, activation in zip(model.gates, model.gate_activations, strict=True):
-        pre = _input_linear(gate, x) if h is None else _linear(gate, h)
-        h = _gate(u, v, _activation(activation, pre, directions), directions)
+        pre = _input_linear(gate, x, directions) if h is None else _linear(gate, h)
+        h = _gate(u, v, _activation(activation, pre, layout), layout)
     return _linear(model.output, h)
 
 
@@ -531,19 +565,20 @@ def taylor_unsupported_reason(model: nn.Module) -> str | None:
     )
 
 
-def estimated_costs(dims: int, outputs: int, num_second: int) -> dict[str, int]:
-    """Hidden-layer matrix products per point of one training step, per method (module docs)."""
+def estimated_costs(directions: int, outputs: int, num_second: int) -> dict[str, int]:
+    """Hidden-layer matrix products per jet point of one training step, per method (module
+    docs), for derivatives along ``directions`` directions."""
     return {
-        "taylor": 3 * (1 + dims + num_second),
+        "taylor": 3 * (1 + directions + num_second),
         "autograd": 3 + 3 * outputs + 6 * outputs * num_second,
     }
 
 
-def _auto_method(model: nn.Module, dims: int, num_second: int) -> str:
+def _auto_method(model: nn.Module, directions: int, num_second: int) -> str:
     """Taylor where supported and not estimated costlier than nested autograd, else autograd."""
     if taylor_unsupported_reason(model) is not None:
         return "autograd"
-    costs = estimated_costs(dims, model.out_features, num_second)
+    costs = estimated_costs(directions, model.out_features, num_second)
     return "taylor" if costs["taylor"] <= costs["autograd"] else "autograd"
 
 
@@ -551,7 +586,7 @@ def _has_trainable_parameters(modules: Sequence[nn.Module]) -> bool:
     return any(p.requires_grad for module in modules for p in module.parameters())
 
 
-def _taylor_jet(model: nn.Module, x: Tensor, requested: tuple[int, ...]) -> Jet:
+def _check_model_inputs(model: nn.Module, x: Tensor) -> None:
     if x.shape[1] != model.in_features:
         raise ValueError(
             f"x has {x.shape[1]} input coordinates but {type(model).__name__} expects "
@@ -563,30 +598,44 @@ def _taylor_jet(model: nn.Module, x: Tensor, requested: tuple[int, ...]) -> Jet:
             f"x is {x.dtype} on {x.device} but the parameters of {type(model).__name__} are "
             f"{parameter.dtype} on {parameter.device}; convert x (or the model) first"
         )
-    directions = _Directions.build(x.shape[1], requested, x.device)
+
+
+def _taylor_jet(
+    model: nn.Module,
+    x: Tensor,
+    value_points: Tensor | None,
+    directions: Tensor,
+    requested: tuple[int, ...],
+) -> tuple[Jet, Tensor | None]:
+    _check_model_inputs(model, x)
+    layout = _SlabLayout.build(directions.shape[0], requested, x.device)
+    n_jet = x.shape[0]
     # Under torch.compile the composite ops are used: inductor fuses them and derives the backward.
     if (
         isinstance(model, MLP)
         and not torch.compiler.is_compiling()
         and not _has_trainable_parameters(model.activations)
     ):
-        y = _mlp_fused(model, x, directions)
-        value, d1, d2 = y[0], y[directions.first], y[directions.second]
+        rows = x if value_points is None else torch.cat([x, value_points])
+        outputs, slabs = _mlp_fused(model, rows, directions, n_jet, layout)
+        value, d1, d2 = outputs[:n_jet], slabs[layout.first], slabs[layout.second]
+        values = None if value_points is None else outputs[n_jet:]
     else:
         if isinstance(model, MLP):
-            state = _mlp_composite(model, x, directions)
+            state = _mlp_composite(model, x, directions, layout)
         else:
-            state = _modified_mlp_composite(model, x, directions)
+            state = _modified_mlp_composite(model, x, directions, layout)
         value, d1, d2 = state.value, state.d1, state.d2
-    return Jet(
-        value, d1.permute(1, 2, 0), _scatter_second(d2, value, requested, x.shape[1]), requested
-    )
+        values = None if value_points is None else model(value_points)
+    d2 = _scatter_second(d2, value, requested, layout.dims)
+    jet = Jet(value, d1.permute(1, 2, 0), d2, requested, _public_directions(directions, x))
+    return jet, values
 
 
 def _scatter_second(
     d2: Tensor | None, value: Tensor, requested: tuple[int, ...], dims: int
 ) -> Tensor:
-    """(S, N, C) second derivatives of the requested coordinates -> (N, C, D) with zeros."""
+    """(S, N, C) second derivatives of the requested directions -> (N, C, K) with zeros."""
     if d2 is None or d2.shape[0] == 0:
         return value.new_zeros((*value.shape, dims))
     if len(requested) == dims:
@@ -610,12 +659,19 @@ def _grad(output: Tensor, x: Tensor) -> Tensor:
     return gradient
 
 
-def _autograd_jet(model: nn.Module, x: Tensor, requested: tuple[int, ...]) -> Jet:
+def _autograd_jet(
+    model: nn.Module,
+    x: Tensor,
+    value_points: Tensor | None,
+    directions: Tensor,
+    requested: tuple[int, ...],
+) -> tuple[Jet, Tensor | None]:
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "input_jet(method='autograd') needs autograd, which inference mode disables; "
             "disable it (Lightning: Trainer(inference_mode=False)) or use method='taylor'"
         )
+    axes = _public_directions(directions, x) is None
     with torch.enable_grad():
         x_in = x if x.requires_grad else x.detach().requires_grad_(True)
         value = model(x_in)
@@ -628,44 +684,132 @@ def _autograd_jet(model: nn.Module, x: Tensor, requested: tuple[int, ...]) -> Je
         zero = x.new_zeros(x.shape[0])
         for c in range(value.shape[1]):
             gradient = _grad(value[:, c], x_in)  # (N, D)
-            first_columns.append(gradient)
-            pure_second = [
-                _grad(gradient[:, k], x_in)[:, k] if k in requested else zero
-                for k in range(x.shape[1])
-            ]
+            along = gradient if axes else gradient @ directions.t()  # (N, K)
+            first_columns.append(along)
+            pure_second = []
+            for k in range(directions.shape[0]):
+                if k not in requested:
+                    pure_second.append(zero)
+                elif axes:
+                    pure_second.append(_grad(along[:, k], x_in)[:, k])
+                else:
+                    pure_second.append(_grad(along[:, k], x_in) @ directions[k])
             second_columns.append(torch.stack(pure_second, dim=-1))
-    return Jet(
-        value, torch.stack(first_columns, dim=1), torch.stack(second_columns, dim=1), requested
+    values = None if value_points is None else model(value_points)
+    jet = Jet(
+        value,
+        torch.stack(first_columns, dim=1),
+        torch.stack(second_columns, dim=1),
+        requested,
+        None if axes else directions,
     )
+    return jet, values
 
 
 # ---------------------------------------------------------------------------------------------
-# Public entry point.
+# Public entry points.
 
 
-def _validate(x: Tensor, second_order: Sequence[int], method: str) -> tuple[int, ...]:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+def _public_directions(directions: Tensor, x: Tensor) -> Tensor | None:
+    """None when the directions are the input coordinate axes (the default), else themselves."""
+    if directions.shape[0] == x.shape[1] and torch.equal(
+        directions, torch.eye(x.shape[1], dtype=directions.dtype, device=directions.device)
+    ):
+        return None
+    return directions
+
+
+def _validate_points(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a floating-point tensor of shape (N, D), got {shape}")
+        raise ValueError(f"{name} must be a floating-point tensor of shape (N, D), got {shape}")
+    return x
+
+
+def _validate_directions(directions: object, x: Tensor) -> Tensor:
+    """The (K, D) direction matrix in x's dtype and device; the identity when None."""
     dims = x.shape[1]
+    if directions is None:
+        return torch.eye(dims, dtype=x.dtype, device=x.device)
+    matrix = torch.as_tensor(directions, dtype=x.dtype, device=x.device)
+    if matrix.dim() != 2 or matrix.shape[0] == 0 or matrix.shape[1] != dims:
+        raise ValueError(
+            f"directions must have shape (K, {dims}) with K >= 1 (one row per direction in the "
+            f"{dims} input coordinates), got {tuple(matrix.shape)}"
+        )
+    if matrix.requires_grad:
+        raise ValueError("directions are constants; pass a tensor that does not require grad")
+    if not torch.isfinite(matrix).all():
+        raise ValueError(f"directions must be finite, got {matrix.tolist()}")
+    return matrix
+
+
+def _validate(
+    x: Tensor, second_order: Sequence[int], method: str, directions: Tensor
+) -> tuple[int, ...]:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    count = directions.shape[0]
     requested = tuple(second_order)
     for k in requested:
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < dims:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < count:
             raise ValueError(
-                f"second_order entries must be input coordinates in 0..{dims - 1}, "
-                f"got {k!r} in {requested}"
+                f"second_order entries must be direction indices in 0..{count - 1} (input "
+                f"coordinates unless directions are given), got {k!r} in {requested}"
             )
     if len(set(requested)) != len(requested):
         raise ValueError(f"second_order has repeated coordinates: {requested}")
     return tuple(sorted(requested))
 
 
+def jet_and_values(
+    model: nn.Module,
+    x: Tensor,
+    value_points: Tensor | None,
+    second_order: Sequence[int] = (),
+    method: str = "auto",
+    directions: Tensor | Sequence[Sequence[float]] | None = None,
+) -> tuple[Jet, Tensor | None]:
+    """``input_jet(model, x, ...)`` and the outputs of ``model`` at ``value_points`` (M, D).
+
+    Loss terms that only compare values (initial and boundary conditions) pass their points
+    here: the fused Taylor path runs them through the same layer calls as the jet points,
+    the other paths through one plain forward pass. Returns (jet, values (M, C) or None).
+    """
+    x = _validate_points(x, "x")
+    if value_points is not None:
+        value_points = _validate_points(value_points, "value_points")
+        if value_points.shape[1] != x.shape[1] or value_points.dtype != x.dtype:
+            raise ValueError(
+                f"value_points {tuple(value_points.shape)} {value_points.dtype} must match x "
+                f"{tuple(x.shape)} {x.dtype} in coordinates and dtype"
+            )
+    matrix = _validate_directions(directions, x)
+    requested = _validate(x, second_order, method, matrix)
+    if method == "auto":
+        method = _auto_method(model, matrix.shape[0], len(requested))
+    if method == "autograd":
+        return _autograd_jet(model, x, value_points, matrix, requested)
+    reason = taylor_unsupported_reason(model)
+    if reason is not None:
+        raise ValueError(f"input_jet(method='taylor'): {reason}")
+    return _taylor_jet(model, x, value_points, matrix, requested)
+
+
 def input_jet(
-    model: nn.Module, x: Tensor, second_order: Sequence[int] = (), method: str = "auto"
+    model: nn.Module,
+    x: Tensor,
+    second_order: Sequence[int] = (),
+    method: str = "auto",
+    directions: Tensor | Sequence[Sequence[float]] | None = None,
 ) -> Jet:
-    """Output of ``model`` at ``x`` (N, D) with d/dx_k for all k and d2/dx_k^2 for requested k.
+    """Output of ``model`` at ``x`` (N, D) with first derivatives along every direction and pure
+    second derivatives along the requested ones.
+
+    ``directions`` (K, D): the directions v_k (default: the D input coordinate axes); the jet
+    holds du/dv_k = grad u . v_k and, for k in ``second_order``, v_k^T (Hessian u) v_k. A PDE
+    residual that is one directional derivative (advection: u_t + beta u_x is the derivative
+    along (beta, 1) in (x, t)) needs a single direction instead of all D axes.
 
     The result keeps the graph to the model parameters (create_graph semantics) for first-order
     training gradients. ``method``: ``"autograd"`` (nested reverse mode), ``"taylor"``
@@ -676,12 +820,4 @@ def input_jet(
     as nested autograd always did. The fused MLP path back-propagates once: differentiating its
     parameter gradients again (double backward) is not supported.
     """
-    requested = _validate(x, second_order, method)
-    if method == "auto":
-        method = _auto_method(model, x.shape[1], len(requested))
-    if method == "autograd":
-        return _autograd_jet(model, x, requested)
-    reason = taylor_unsupported_reason(model)
-    if reason is not None:
-        raise ValueError(f"input_jet(method='taylor'): {reason}")
-    return _taylor_jet(model, x, requested)
+    return jet_and_values(model, x, None, second_order, method, directions)[0]

@@ -16,14 +16,14 @@ import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dcnn.pde.derivatives import Jet, input_jet
+from dcnn.pde.derivatives import Jet, input_jet, jet_and_values
 from dcnn.pde.residuals import (
     advection_residual,
     diffusion_reaction_residuals,
@@ -49,22 +49,29 @@ def _check_count(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-# What a point set needs from the network: "value" (outputs only), "first" (outputs and first
-# input derivatives) or a tuple of input coordinates (first derivatives and these pure seconds).
-DerivativeNeed = str | tuple[int, ...]
+@dataclass(frozen=True)
+class JetRequest:
+    """The input derivatives that the loss terms of a point set use.
 
+    First derivatives along ``directions`` (rows of input-coordinate weights; None: along every
+    input coordinate) and pure second derivatives along the ``second_order`` ones (indices into
+    the directions, or input coordinates when directions is None). Point sets without a request
+    need output values only.
+    """
 
-def _second_order_of(need: DerivativeNeed) -> tuple[int, ...] | None:
-    """The second-order coordinates input_jet must compute for a need; None for values only."""
-    if need == "value":
-        return None
-    if need == "first":
-        return ()
-    if isinstance(need, tuple) and all(isinstance(k, int) for k in need):
-        return tuple(sorted(need))
-    raise ValueError(
-        f"derivative need must be 'value', 'first' or a tuple of input coordinates, got {need!r}"
-    )
+    second_order: tuple[int, ...] = ()
+    directions: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in self.second_order):
+            raise ValueError(f"JetRequest.second_order must hold integers, got {self.second_order}")
+        if self.directions is not None and not all(
+            isinstance(row, tuple) and all(isinstance(w, float) for w in row)
+            for row in self.directions
+        ):
+            raise ValueError(
+                f"JetRequest.directions must be a tuple of tuples of floats, got {self.directions}"
+            )
 
 
 def _uses_batch_statistics(model: nn.Module) -> bool:
@@ -238,8 +245,6 @@ class PdeProblem(ABC):
     required_params: ClassVar[tuple[str, ...]]
     physics_term_names: ClassVar[tuple[str, ...]]
     boundary_input_keys: ClassVar[tuple[str, ...]]
-    # Per input point set, what the loss terms use (see DerivativeNeed); unlisted sets: "value".
-    derivative_needs: ClassVar[dict[str, DerivativeNeed]]
 
     def __init__(
         self,
@@ -390,17 +395,22 @@ class PdeProblem(ABC):
         data_keys = ("data",) if self.data_fraction > 0 else ()
         return ("domain", "initial", *self.boundary_input_keys, *data_keys)
 
+    def jet_requests(self) -> dict[str, JetRequest]:
+        """Per input point set, the derivatives its loss terms use; other sets need values only."""
+        return {"domain": JetRequest()}
+
     def loss_terms(
         self, model: nn.Module, points: dict[str, Tensor], derivative_method: str = "auto"
     ) -> dict[str, Tensor]:
         """Scalar mean-squared loss terms, keys exactly `term_names` in that order.
 
         `points` is `training_points()` (possibly moved to the model's device). Input derivatives
-        are computed only on the point sets that need them (`derivative_needs`): one plain
-        forward pass over all value-only sets, one `input_jet` call per derivative need. A model
-        whose BatchNorm normalises with batch statistics (training mode) instead runs ONCE on all
-        point sets together, as DeepXDE does: its outputs depend on the whole batch, so splitting
-        the batch would change the loss. The result is differentiable w.r.t. the parameters.
+        are computed only on the point sets that need them (`jet_requests`): one jet per distinct
+        request, and the value-only sets ride along with the first one (the fused Taylor path
+        runs them through the same layer calls). A model whose BatchNorm normalises with batch
+        statistics (training mode) instead runs ONCE on all point sets together, as DeepXDE
+        does: its outputs depend on the whole batch, so splitting the batch would change the
+        loss. The result is differentiable w.r.t. the parameters.
         """
         missing = [key for key in self._points if key not in points]
         if missing:
@@ -413,21 +423,38 @@ class PdeProblem(ABC):
             outputs, jets = self._evaluate_by_need(model, points, derivative_method)
         return self._terms(outputs, jets, points)
 
-    def _needs(self) -> dict[str, tuple[int, ...] | None]:
-        """Second-order coordinates per input set (None: values only), in `_input_keys` order."""
-        return {
-            key: _second_order_of(self.derivative_needs.get(key, "value"))
-            for key in self._input_keys()
-        }
+    def _needs(self) -> dict[str, JetRequest | None]:
+        """The jet request of every input set (None: values only), in `_input_keys` order."""
+        requests = self.jet_requests()
+        for key, request in requests.items():
+            if not isinstance(request, JetRequest):
+                raise ValueError(
+                    f"{type(self).__name__}.jet_requests()[{key!r}] must be a JetRequest, "
+                    f"got {request!r}"
+                )
+        return {key: requests.get(key) for key in self._input_keys()}
 
     def _evaluate_as_one_batch(
         self, model: nn.Module, points: dict[str, Tensor], derivative_method: str
     ) -> tuple[dict[str, Tensor], dict[str, Jet]]:
         """Outputs of all sets and jets of the derivative sets from one jet over all rows."""
         needs = self._needs()
-        second_order = sorted({k for need in needs.values() if need is not None for k in need})
+        requests = [request for request in needs.values() if request is not None]
+        directions = {request.directions for request in requests}
+        if len(directions) > 1:
+            raise ValueError(
+                f"{self.name}: a model with batch statistics runs all point sets as one batch, "
+                f"which needs one set of derivative directions, got {sorted(map(str, directions))}"
+            )
+        second_order = sorted({k for request in requests for k in request.second_order})
         inputs = [points[key] for key in needs]
-        jet = input_jet(model, torch.cat(inputs), second_order, method=derivative_method)
+        jet = input_jet(
+            model,
+            torch.cat(inputs),
+            second_order,
+            method=derivative_method,
+            directions=directions.pop() if directions else None,
+        )
         jets = dict(zip(needs, _split_jet(jet, [len(x) for x in inputs]), strict=True))
         outputs = {key: piece.value for key, piece in jets.items()}
         return outputs, {key: jets[key] for key, need in needs.items() if need is not None}
@@ -435,25 +462,40 @@ class PdeProblem(ABC):
     def _evaluate_by_need(
         self, model: nn.Module, points: dict[str, Tensor], derivative_method: str
     ) -> tuple[dict[str, Tensor], dict[str, Jet]]:
-        """One forward pass over the value-only sets, one input_jet per distinct derivative need.
+        """One jet per distinct request, the value-only sets evaluated along with the first.
 
         Only valid when the points do not interact (no batch statistics).
         """
-        groups: dict[tuple[int, ...] | None, list[str]] = {}
-        for key, need in self._needs().items():
-            groups.setdefault(need, []).append(key)
+        groups: dict[JetRequest, list[str]] = {}
+        value_keys: list[str] = []
+        for key, request in self._needs().items():
+            if request is None:
+                value_keys.append(key)
+            else:
+                groups.setdefault(request, []).append(key)
+        value_inputs = [points[key] for key in value_keys]
+        value_sizes = [len(x) for x in value_inputs]
+        pending = torch.cat(value_inputs) if value_inputs else None
         outputs: dict[str, Tensor] = {}
         jets: dict[str, Jet] = {}
-        for need, keys in groups.items():
+        for request, keys in groups.items():
             inputs = [points[key] for key in keys]
             sizes = [len(x) for x in inputs]
-            if need is None:
-                values = model(torch.cat(inputs)).split(sizes)
-                outputs.update(zip(keys, values, strict=True))
-                continue
-            jet = input_jet(model, torch.cat(inputs), need, method=derivative_method)
+            jet, values = jet_and_values(
+                model,
+                torch.cat(inputs),
+                pending,
+                request.second_order,
+                method=derivative_method,
+                directions=request.directions,
+            )
+            if values is not None:
+                outputs.update(zip(value_keys, values.split(value_sizes), strict=True))
+                pending = None
             for key, piece in zip(keys, _split_jet(jet, sizes), strict=True):
                 jets[key], outputs[key] = piece, piece.value
+        if pending is not None:  # no set needs derivatives
+            outputs.update(zip(value_keys, model(pending).split(value_sizes), strict=True))
         return outputs, jets
 
     def _terms(
@@ -472,7 +514,7 @@ class PdeProblem(ABC):
         """Loss terms of the equation, initial and boundary conditions.
 
         outputs: network outputs (N, C) of every input set; jets: the sets with a derivative
-        need in `derivative_needs`.
+        request in `jet_requests`.
         """
 
     # ---------------------------------------------------------------------------- evaluation
@@ -508,8 +550,8 @@ class _PeriodicProblem1D(PdeProblem):
 
     input_names = ("x", "t")
     boundary_input_keys = ("boundary_left", "boundary_right")
-    # The residual needs u_x and u_t; initial and periodic terms compare values.
-    derivative_needs = {"domain": "first"}
+    # The residual needs u_x and u_t (jet_requests default); initial and periodic terms compare
+    # values.
 
     def _boundary_point_sets(
         self, times: np.ndarray, rng: np.random.Generator
@@ -533,6 +575,10 @@ class AdvectionProblem(_PeriodicProblem1D):
     channels = ("u",)
     required_params = ("beta",)
     physics_term_names = ("pde", "ic", "bc")
+
+    def jet_requests(self) -> dict[str, JetRequest]:
+        # u_t + beta u_x is the derivative along (beta, 1) in (x, t): one direction, not two axes.
+        return {"domain": JetRequest(directions=((self.params["beta"], 1.0),))}
 
     def _physics_terms(
         self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
@@ -610,8 +656,10 @@ class DiffReactProblem(PdeProblem):
     required_params = ("Du", "Dv", "k")
     physics_term_names = ("pde", "bc", "ic_u", "ic_v")
     boundary_input_keys = ("boundary",)
-    # Laplacian in (x, y) on the domain; zero-flux (normal derivative) on the boundary.
-    derivative_needs = {"domain": (0, 1), "boundary": "first"}
+
+    def jet_requests(self) -> dict[str, JetRequest]:
+        # Laplacian in (x, y) on the domain; zero-flux (normal derivative) on the boundary.
+        return {"domain": JetRequest(second_order=(0, 1)), "boundary": JetRequest()}
 
     def _boundary_point_sets(
         self, times: np.ndarray, rng: np.random.Generator

@@ -8,6 +8,7 @@ N x N tensor and mixed all points).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from dcnn.pde.derivatives import Jet
@@ -22,12 +23,13 @@ U, V = 0, 1
 
 
 def _check_jet(jet: Jet, n_outputs: int, n_inputs: int, equation: str) -> None:
-    n_points, channels, coordinates = jet.d1.shape
+    n_points, channels, directions = jet.d1.shape
     if jet.value.shape != (n_points, channels):
         raise ValueError(
             f"{equation}: jet.value has shape {tuple(jet.value.shape)} but jet.d1 has shape "
-            f"{tuple(jet.d1.shape)}; expected value (N, C) and d1 (N, C, D)"
+            f"{tuple(jet.d1.shape)}; expected value (N, C) and d1 (N, C, K)"
         )
+    coordinates = directions if jet.directions is None else jet.directions.shape[1]
     if (channels, coordinates) != (n_outputs, n_inputs):
         raise ValueError(
             f"{equation} expects a network with {n_inputs} inputs and {n_outputs} outputs, "
@@ -35,10 +37,30 @@ def _check_jet(jet: Jet, n_outputs: int, n_inputs: int, equation: str) -> None:
         )
 
 
+def _check_axes(jet: Jet, equation: str) -> None:
+    if jet.directions is not None:
+        raise ValueError(
+            f"{equation} needs derivatives along the input coordinates, got a jet along "
+            f"directions {jet.directions.tolist()}"
+        )
+
+
 def advection_residual(jet: Jet, beta: float) -> Tensor:
-    """Linear advection u_t + beta u_x at every point, shape (N,). Inputs (x, t), output (u,)."""
+    """Linear advection u_t + beta u_x at every point, shape (N,). Inputs (x, t), output (u,).
+
+    From a jet along the input coordinates, or from a jet along the single direction (beta, 1),
+    whose first derivative is the residual itself (forward mode then carries one tangent).
+    """
     _check_jet(jet, n_outputs=1, n_inputs=2, equation="advection")
-    return jet.first(U, T_1D) + beta * jet.first(U, X_1D)
+    if jet.directions is None:
+        return jet.first(U, T_1D) + beta * jet.first(U, X_1D)
+    along = torch.tensor([[beta, 1.0]], dtype=jet.directions.dtype, device=jet.directions.device)
+    if jet.directions.shape != (1, 2) or not torch.allclose(jet.directions, along):
+        raise ValueError(
+            f"advection: a directional jet must be along (beta, 1) = ({beta}, 1.0), got "
+            f"directions {jet.directions.tolist()}"
+        )
+    return jet.first(U, 0)
 
 
 def euler_1d_residuals(jet: Jet, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -51,6 +73,7 @@ def euler_1d_residuals(jet: Jet, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
     with every time and space derivative of a product expanded by the chain rule.
     """
     _check_jet(jet, n_outputs=3, n_inputs=2, equation="1D Euler")
+    _check_axes(jet, "1D Euler")
     if gamma <= 1.0:
         raise ValueError(f"1D Euler: adiabatic index gamma must be > 1, got {gamma}")
     rho, v, p = jet.value[:, DENSITY], jet.value[:, VELOCITY], jet.value[:, PRESSURE]
@@ -80,6 +103,7 @@ def diffusion_reaction_residuals(jet: Jet, Du: float, Dv: float, k: float) -> tu
         v_t - Dv (v_xx + v_yy) - (u - v)
     """
     _check_jet(jet, n_outputs=2, n_inputs=3, equation="diffusion-reaction")
+    _check_axes(jet, "diffusion-reaction")
     u, v = jet.value[:, U], jet.value[:, V]
     laplacian_u = jet.second(U, X_2D) + jet.second(U, Y_2D)
     laplacian_v = jet.second(V, X_2D) + jet.second(V, Y_2D)
