@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from pinn_derivatives import time_rounds  # same interleaved-median timing
 
 from dcnn.data.generate import advection_filename, cfd_filename
 from dcnn.data.pdebench import read_pdebench_sample
@@ -66,15 +65,7 @@ def time_problem(pde: str, path: Path, args) -> dict[str, float]:
     for step in steps.values():
         for _ in range(args.warmup):
             step()
-    samples = {m: [] for m in METHODS}
-    per_round = max(1, args.steps // args.rounds)
-    for _ in range(args.rounds):
-        for method, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(per_round):
-                step()
-            samples[method].append((time.perf_counter() - start) / per_round * 1e3)
-    return {m: statistics.median(values) for m, values in samples.items()}
+    return time_rounds(steps, args.steps, args.rounds, torch.device("cpu"))
 
 
 def main() -> None:

@@ -604,11 +604,15 @@ def _taylor_jet(
     model: nn.Module,
     x: Tensor,
     value_points: Tensor | None,
-    directions: Tensor,
+    directions: Tensor | None,
     requested: tuple[int, ...],
 ) -> tuple[Jet, Tensor | None]:
     _check_model_inputs(model, x)
-    layout = _SlabLayout.build(directions.shape[0], requested, x.device)
+    # The input layer's derivative slabs are v_k W^T: the axes are the identity matrix here.
+    matrix = (
+        torch.eye(x.shape[1], dtype=x.dtype, device=x.device) if directions is None else directions
+    )
+    layout = _SlabLayout.build(matrix.shape[0], requested, x.device)
     n_jet = x.shape[0]
     # Under torch.compile the composite ops are used: inductor fuses them and derives the backward.
     if (
@@ -617,18 +621,18 @@ def _taylor_jet(
         and not _has_trainable_parameters(model.activations)
     ):
         rows = x if value_points is None else torch.cat([x, value_points])
-        outputs, slabs = _mlp_fused(model, rows, directions, n_jet, layout)
+        outputs, slabs = _mlp_fused(model, rows, matrix, n_jet, layout)
         value, d1, d2 = outputs[:n_jet], slabs[layout.first], slabs[layout.second]
         values = None if value_points is None else outputs[n_jet:]
     else:
         if isinstance(model, MLP):
-            state = _mlp_composite(model, x, directions, layout)
+            state = _mlp_composite(model, x, matrix, layout)
         else:
-            state = _modified_mlp_composite(model, x, directions, layout)
+            state = _modified_mlp_composite(model, x, matrix, layout)
         value, d1, d2 = state.value, state.d1, state.d2
         values = None if value_points is None else model(value_points)
     d2 = _scatter_second(d2, value, requested, layout.dims)
-    jet = Jet(value, d1.permute(1, 2, 0), d2, requested, _public_directions(directions, x))
+    jet = Jet(value, d1.permute(1, 2, 0), d2, requested, directions)
     return jet, values
 
 
@@ -663,7 +667,7 @@ def _autograd_jet(
     model: nn.Module,
     x: Tensor,
     value_points: Tensor | None,
-    directions: Tensor,
+    directions: Tensor | None,
     requested: tuple[int, ...],
 ) -> tuple[Jet, Tensor | None]:
     if torch.is_inference_mode_enabled():
@@ -671,7 +675,7 @@ def _autograd_jet(
             "input_jet(method='autograd') needs autograd, which inference mode disables; "
             "disable it (Lightning: Trainer(inference_mode=False)) or use method='taylor'"
         )
-    axes = _public_directions(directions, x) is None
+    axes = directions is None
     with torch.enable_grad():
         x_in = x if x.requires_grad else x.detach().requires_grad_(True)
         value = model(x_in)
@@ -687,7 +691,7 @@ def _autograd_jet(
             along = gradient if axes else gradient @ directions.t()  # (N, K)
             first_columns.append(along)
             pure_second = []
-            for k in range(directions.shape[0]):
+            for k in range(along.shape[1]):
                 if k not in requested:
                     pure_second.append(zero)
                 elif axes:
@@ -701,22 +705,13 @@ def _autograd_jet(
         torch.stack(first_columns, dim=1),
         torch.stack(second_columns, dim=1),
         requested,
-        None if axes else directions,
+        directions,
     )
     return jet, values
 
 
 # ---------------------------------------------------------------------------------------------
 # Public entry points.
-
-
-def _public_directions(directions: Tensor, x: Tensor) -> Tensor | None:
-    """None when the directions are the input coordinate axes (the default), else themselves."""
-    if directions.shape[0] == x.shape[1] and torch.equal(
-        directions, torch.eye(x.shape[1], dtype=directions.dtype, device=directions.device)
-    ):
-        return None
-    return directions
 
 
 def _validate_points(x: object, name: str) -> Tensor:
@@ -726,11 +721,12 @@ def _validate_points(x: object, name: str) -> Tensor:
     return x
 
 
-def _validate_directions(directions: object, x: Tensor) -> Tensor:
-    """The (K, D) direction matrix in x's dtype and device; the identity when None."""
+def _validate_directions(directions: object, x: Tensor) -> Tensor | None:
+    """The (K, D) direction matrix in x's dtype and device; None for the input coordinate axes
+    (not given, or given as the identity)."""
     dims = x.shape[1]
     if directions is None:
-        return torch.eye(dims, dtype=x.dtype, device=x.device)
+        return None
     matrix = torch.as_tensor(directions, dtype=x.dtype, device=x.device)
     if matrix.dim() != 2 or matrix.shape[0] == 0 or matrix.shape[1] != dims:
         raise ValueError(
@@ -741,15 +737,17 @@ def _validate_directions(directions: object, x: Tensor) -> Tensor:
         raise ValueError("directions are constants; pass a tensor that does not require grad")
     if not torch.isfinite(matrix).all():
         raise ValueError(f"directions must be finite, got {matrix.tolist()}")
+    if matrix.shape[0] == dims and torch.equal(
+        matrix, torch.eye(dims, dtype=x.dtype, device=x.device)
+    ):
+        return None
     return matrix
 
 
-def _validate(
-    x: Tensor, second_order: Sequence[int], method: str, directions: Tensor
-) -> tuple[int, ...]:
+def _validate(second_order: Sequence[int], method: str, count: int) -> tuple[int, ...]:
+    """Sorted second-order direction indices, checked against the ``count`` directions."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    count = directions.shape[0]
     requested = tuple(second_order)
     for k in requested:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < count:
@@ -784,16 +782,17 @@ def jet_and_values(
                 f"value_points {tuple(value_points.shape)} {value_points.dtype} must match x "
                 f"{tuple(x.shape)} {x.dtype} in coordinates and dtype"
             )
-    matrix = _validate_directions(directions, x)
-    requested = _validate(x, second_order, method, matrix)
+    directions = _validate_directions(directions, x)
+    count = x.shape[1] if directions is None else directions.shape[0]
+    requested = _validate(second_order, method, count)
     if method == "auto":
-        method = _auto_method(model, matrix.shape[0], len(requested))
+        method = _auto_method(model, count, len(requested))
     if method == "autograd":
-        return _autograd_jet(model, x, value_points, matrix, requested)
+        return _autograd_jet(model, x, value_points, directions, requested)
     reason = taylor_unsupported_reason(model)
     if reason is not None:
         raise ValueError(f"input_jet(method='taylor'): {reason}")
-    return _taylor_jet(model, x, value_points, matrix, requested)
+    return _taylor_jet(model, x, value_points, directions, requested)
 
 
 def input_jet(
