@@ -17,9 +17,9 @@ from dcnn.activations import (
     IReLU,
 )
 from dcnn.models.mlp import MLP, ModifiedMLP
+from dcnn.pde.activation_derivatives import activation_derivatives
 from dcnn.pde.derivatives import (
     Jet,
-    activation_derivatives,
     estimated_costs,
     input_jet,
     jet_and_values,

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dcnn.data.pdebench import PdeSample
 from dcnn.models.mlp import MLP
-from dcnn.pde import derivatives
+from dcnn.pde import taylor
 from dcnn.pde.derivatives import Jet, input_jet
 from dcnn.pde.problems import (
     AdvectionProblem,
@@ -354,9 +354,9 @@ def test_taylor_runs_value_only_sets_in_the_fused_jet_call(pde, fused_calls, mon
     points = problem.training_points()
     model = MLP(problem.n_inputs, problem.n_outputs, hidden=8, depth=2)
     calls = []
-    original = derivatives._FusedMLPJet.apply
+    original = taylor._FusedMLPJet.apply
     monkeypatch.setattr(
-        derivatives._FusedMLPJet,
+        taylor._FusedMLPJet,
         "apply",
         lambda *args: calls.append(args[0].shape[0]) or original(*args),
     )

@@ -1,0 +1,565 @@
+"""Taylor-mode (forward) propagation of input derivatives through MLP and ModifiedMLP.
+
+The value travels with K + S derivative "slabs" (first derivatives along K directions, pure second
+derivatives along S of them), layer by layer, so training needs one first-order backward pass
+instead of double backprop:
+
+* :class:`~dcnn.models.mlp.MLP` with parameter-free activations runs one autograd Function with a
+  hand-written backward pass (eval-mode BatchNorm folded into the next Linear layer). Value-only
+  points (initial and boundary sets) share its matrix products with the jet points, and its large
+  tensors come from a workspace reused from step to step;
+* other MLPs and :class:`~dcnn.models.mlp.ModifiedMLP` compose ordinary differentiable torch ops.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from dcnn.models.mlp import MLP, ModifiedMLP
+from dcnn.pde.activation_derivatives import activation_derivatives
+
+# ---------------------------------------------------------------------------------------------
+# Slab layout.
+
+
+@dataclass(frozen=True)
+class SlabLayout:
+    """Derivative slabs: 0..K-1 first derivatives along the K directions, K..K+S-1 pure second
+    derivatives along the requested directions.
+
+    ``coords`` selects the requested directions among K things (first-derivative slabs, weight
+    columns); a slice when contiguous.
+    """
+
+    dims: int
+    requested: tuple[int, ...]
+    coords: slice | Tensor | None
+
+    @classmethod
+    def build(cls, dims: int, requested: tuple[int, ...], device: torch.device) -> SlabLayout:
+        if not requested:
+            return cls(dims, requested, None)
+        if requested == tuple(range(requested[0], requested[-1] + 1)):
+            return cls(dims, requested, slice(requested[0], requested[-1] + 1))
+        return cls(dims, requested, torch.tensor(requested, device=device))
+
+    @property
+    def num_second(self) -> int:
+        return len(self.requested)
+
+    @property
+    def first(self) -> slice:
+        return slice(0, self.dims)
+
+    @property
+    def second(self) -> slice:
+        return slice(self.dims, self.dims + self.num_second)
+
+    @property
+    def slabs(self) -> int:
+        return self.dims + self.num_second
+
+
+def _slab_dot(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """sum_m a[m] * b[m] over the slab axis into ``out``, accumulated in place."""
+    torch.mul(a[0], b[0], out=out)
+    for m in range(1, a.shape[0]):
+        out.addcmul_(a[m], b[m])
+    return out
+
+
+def _add_at(target: Tensor, selector: slice | Tensor, values: Tensor) -> None:
+    """target[selector] += values along dim 0 (in place, no autograd)."""
+    if isinstance(selector, slice):
+        target[selector] += values
+    else:
+        target.index_add_(0, selector, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace of the fused MLP pass.
+
+
+def _key(shape: tuple[int, ...], tensor: Tensor, inference: bool) -> tuple:
+    # Inference tensors cannot be updated outside inference mode: they are kept apart.
+    return shape, tensor.dtype, tensor.device, inference
+
+
+class Workspace:
+    """Free tensors of the fused pass by (shape, dtype, device), reused from step to step.
+
+    On CPU, glibc hands a freed multi-megabyte tensor back to the operating system, so a training
+    step that allocates its activations afresh page-faults all of them in again; that cost up to
+    a third of a PINN step on a 2-core machine (``benchmarks/pinn_derivatives.py``). A forward pass
+    takes its tensors from here; they come back when autograd frees its graph. Bounded: at most
+    ``max_free`` free tensors per shape and ``max_shapes`` shapes, least recently used dropped.
+    """
+
+    def __init__(self, max_free: int = 32, max_shapes: int = 16) -> None:
+        self.max_free, self.max_shapes = max_free, max_shapes
+        self._free: OrderedDict[tuple, list[Tensor]] = OrderedDict()
+        self._lock = threading.Lock()  # backward passes may run on autograd's device threads
+
+    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        key = _key(shape, like, torch.is_inference_mode_enabled())
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                self._free.move_to_end(key)
+                return free.pop()
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def give_back(self, tensors: Iterable[Tensor]) -> None:
+        """Return tensors taken from here; their contents may be overwritten from now on."""
+        with self._lock:
+            for tensor in tensors:
+                key = _key(tuple(tensor.shape), tensor, tensor.is_inference())
+                free = self._free.setdefault(key, [])
+                if len(free) < self.max_free:
+                    free.append(tensor)
+            while len(self._free) > self.max_shapes:
+                self._free.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drop every free tensor (frees their memory)."""
+        with self._lock:
+            self._free.clear()
+
+    def free_tensors(self) -> int:
+        with self._lock:
+            return sum(len(free) for free in self._free.values())
+
+
+WORKSPACE = Workspace()
+
+
+class _Taker:
+    """Takes tensors from the workspace and remembers them, to give them all back at once."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.like, self.taken = like, []
+
+    def __call__(self, *shape: int) -> Tensor:
+        tensor = WORKSPACE.take(shape, self.like)
+        self.taken.append(tensor)
+        return tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused Taylor propagation for MLP: hand-written backward pass.
+#
+# Each hidden layer works on one row block of R = N + (K + S) n rows: N value rows (the first n
+# of them jet points, then value-only points) and K + S derivative slabs of n rows each. With
+# inputs [h; p] it computes pre = [h W^T + b; p W^T] in two products into one block, then
+#   out = [s(z); s'(z) pre_slabs], out_second += s''(z) pre_selected^2,
+# so its weight gradient and its input gradient are one matrix product each over all R rows.
+# The first layer sees x, whose derivative along direction v_k is v_k: its first-derivative slab
+# k is s'(z) times the column v_k W^T, the same for every row.
+
+
+@dataclass
+class _Layer:
+    """What the backward pass needs of one activation layer."""
+
+    inputs: Tensor  # rows the layer's Linear read (x for the first layer)
+    pre: Tensor  # pre-activation rows: c z (N rows, c from _pre_scale), then the slabs' p W^T
+    value: Tensor  # s(z), (N, H)
+    slope: Tensor  # s'(z), (N, H)
+    higher: tuple[Tensor, ...]  # (s'', s''') at all N rows; () where derived from value, slope
+
+
+def _uses_sigmoid_tanh(activation: nn.Module, device: torch.device) -> bool:
+    # tanh(z) = 2 sigmoid(2 z) - 1: torch's vectorised CPU tanh takes 2.5x as long as sigmoid and
+    # the two passes after it (AVX2, benchmarks/pinn_derivatives.py).
+    return type(activation) is nn.Tanh and device.type == "cpu"
+
+
+def _pre_scale(activation: nn.Module, device: torch.device) -> float:
+    """The factor c in the value rows' pre-activations c z: the 2 of sigmoid(2 z) rides in the
+    layer's matrix product."""
+    return 2.0 if _uses_sigmoid_tanh(activation, device) else 1.0
+
+
+def _activate(
+    activation: nn.Module, scaled_z: Tensor, value_out: Tensor, order: int, take: _Taker
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Writes s(z) into ``value_out`` given c z (c from ``_pre_scale``); returns s'(z) and the
+    higher terms up to ``order`` (none for tanh, whose terms derive from s and s')."""
+    if type(activation) is nn.Tanh:
+        slope = take(*scaled_z.shape)
+        if _uses_sigmoid_tanh(activation, scaled_z.device):
+            torch.sigmoid(scaled_z, out=slope)
+            torch.add(slope.new_full((), -1.0), slope, alpha=2, out=value_out)
+        else:
+            torch.tanh(scaled_z, out=value_out)
+        torch.addcmul(slope.new_ones(()), value_out, value_out, value=-1, out=slope)
+        return slope, ()
+    terms = activation_derivatives(activation, scaled_z, order)
+    value_out.copy_(terms[0])
+    return terms[1], terms[2:]
+
+
+def _jet_terms(layer: _Layer, n: int, third: bool, take: _Taker) -> tuple[Tensor, Tensor | None]:
+    """s''(z) and (if ``third``) s'''(z) at the n jet rows."""
+    if layer.higher:
+        return layer.higher[0][:n], layer.higher[1][:n] if third else None
+    # tanh: s'' = -2 s s', s''' = s' (4 - 6 s')
+    value, slope = layer.value[:n], layer.slope[:n]
+    second = torch.addcmul(value.new_zeros(()), value, slope, value=-2, out=take(*value.shape))
+    if not third:
+        return second, None
+    return second, torch.mul(slope, 4, out=take(*slope.shape)).addcmul_(slope, slope, value=-6)
+
+
+def _chain_values(grad_values: Tensor, layer: _Layer, n: int, coupling: Tensor) -> None:
+    """grad_values (w.r.t. s(z)) becomes the gradient w.r.t. z, in place: s'(z) grad_values
+    plus s''(z) coupling at the jet rows."""
+    if layer.higher:
+        grad_values.mul_(layer.slope)
+        grad_values[:n].addcmul_(layer.higher[0][:n], coupling)
+    else:  # tanh: s'' = -2 s s', so this is s' (grad_values - 2 s coupling)
+        grad_values[:n].addcmul_(layer.value[:n], coupling, value=-2)
+        grad_values.mul_(layer.slope)
+
+
+class _FusedMLPJet(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        directions: Tensor,
+        n_jet: int,
+        activations: Sequence[nn.Module],
+        layout: SlabLayout,
+        *params: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        weights, biases = params[0::2], params[1::2]
+        second = layout.num_second > 0
+        order = 3 if second else 2  # backward needs one order more than forward
+        rows, n = x.shape[0], n_jet
+        block_rows = rows + layout.slabs * n
+        take = _Taker(x)
+
+        scale = _pre_scale(activations[0], x.device)
+        z = take(rows, weights[0].shape[0])
+        torch.addmm(biases[0], x, weights[0].t(), beta=scale, alpha=scale, out=z)
+        out = take(block_rows, z.shape[1])
+        slope, higher = _activate(activations[0], z, out[:rows], order, take)
+        layers = [_Layer(x, z, out[:rows], slope, higher)]
+        columns = (directions @ weights[0].t()).unsqueeze(1)  # (K, 1, H)
+        slabs = out[rows:].view(layout.slabs, n, -1)
+        torch.mul(slope[:n], columns, out=slabs[layout.first])
+        if second:
+            curvature, _ = _jet_terms(layers[0], n, False, take)
+            torch.mul(curvature, columns[layout.coords].square(), out=slabs[layout.second])
+        h = out
+        for weight, bias, activation in zip(
+            weights[1:-1], biases[1:-1], activations[1:], strict=True
+        ):
+            pre = take(block_rows, weight.shape[0])
+            scale = _pre_scale(activation, x.device)
+            torch.addmm(bias, h[:rows], weight.t(), beta=scale, alpha=scale, out=pre[:rows])
+            torch.mm(h[rows:], weight.t(), out=pre[rows:])
+            out = take(*pre.shape)
+            slope, higher = _activate(activation, pre[:rows], out[:rows], order, take)
+            layer = _Layer(h, pre, out[:rows], slope, higher)
+            pre_slabs = pre[rows:].view(layout.slabs, n, -1)
+            out_slabs = out[rows:].view(layout.slabs, n, -1)
+            torch.mul(pre_slabs, slope[:n], out=out_slabs)
+            if second:
+                curvature, _ = _jet_terms(layer, n, False, take)
+                out_slabs[layout.second].addcmul_(curvature, pre_slabs[layout.coords].square())
+            layers.append(layer)
+            h = out
+        value = torch.addmm(biases[-1], h[:rows], weights[-1].t())
+        derivatives = torch.matmul(h[rows:].view(layout.slabs, n, -1), weights[-1].t())
+        ctx.save_for_backward(x, directions, *params)
+        ctx.layers, ctx.last, ctx.layout, ctx.n_jet = layers, h, layout, n
+        # The outputs are fresh tensors: the taken ones go back once autograd frees the graph
+        # (at once when no graph is recorded), so backward may run more than once (retain_graph).
+        weakref.finalize(ctx, WORKSPACE.give_back, take.taken)
+        return value, derivatives
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_value: Tensor, grad_derivatives: Tensor):
+        x, directions, *params = ctx.saved_tensors
+        weights = params[0::2]
+        layout: SlabLayout = ctx.layout
+        second = layout.num_second > 0
+        rows, n = x.shape[0], ctx.n_jet
+        take = _Taker(x)
+        grad_weights: list[Tensor | None] = [None] * len(weights)
+        grad_biases: list[Tensor | None] = [None] * len(weights)
+
+        # Output layer: the gradients of all rows as one (R, C) block.
+        outputs = grad_value.shape[1]
+        grad_out = take(ctx.last.shape[0], outputs)
+        grad_out[:rows] = grad_value
+        grad_out[rows:] = grad_derivatives.reshape(-1, outputs)
+        grad_weights[-1] = grad_out.t() @ ctx.last
+        grad_biases[-1] = grad_value.sum(0)
+        grad = take(*ctx.last.shape)
+        if outputs == 1:  # a product with an inner size of 1 is slow on CPU: broadcast instead
+            torch.mul(grad_out, weights[-1][0], out=grad)
+        else:
+            torch.mm(grad_out, weights[-1], out=grad)
+
+        for i in range(len(weights) - 2, 0, -1):
+            layer: _Layer = ctx.layers[i]
+            _activation_backward(grad, layer, rows, n, layout, take)
+            grad_weights[i] = grad.t() @ layer.inputs
+            grad_biases[i] = grad[:rows].sum(0)
+            grad = torch.mm(grad, weights[i], out=take(grad.shape[0], weights[i].shape[1]))
+
+        # First layer: the slabs' pre-activations are the columns v_k W^T shared by all rows.
+        layer = ctx.layers[0]
+        width = grad.shape[1]
+        columns = (directions @ weights[0].t()).unsqueeze(1)
+        grad_values = grad[:rows]
+        grad_slabs = grad[rows:].view(layout.slabs, n, width)
+        grad_first = grad_slabs[layout.first]
+        coupling = _slab_dot(grad_first, columns, take(n, width))
+        slope_products = torch.mul(grad_first, layer.slope[:n], out=take(*grad_first.shape))
+        grad_columns = slope_products.sum(1)  # (K, H)
+        if second:  # out_second_k = s''(z) c_k^2 for the columns c_k
+            curvature, third = _jet_terms(layer, n, True, take)
+            selected = columns[layout.coords]
+            grad_second = grad_slabs[layout.second]
+            product = _slab_dot(grad_second, selected.square(), take(n, width))
+            _add_at(grad_columns, layout.coords, (2 * curvature * selected * grad_second).sum(1))
+        _chain_values(grad_values, layer, n, coupling)
+        if second:
+            grad_values[:n].addcmul_(third, product)
+        # x^T G is much faster than G^T x for the few input columns.
+        grad_weights[0] = torch.addmm(directions.t() @ grad_columns, x.t(), grad_values).t()
+        grad_biases[0] = grad_values.sum(0)
+        grad_x = grad_values @ weights[0] if ctx.needs_input_grad[0] else None
+
+        WORKSPACE.give_back(take.taken)
+        grad_params = [g for pair in zip(grad_weights, grad_biases, strict=True) for g in pair]
+        needed = ctx.needs_input_grad[5:]
+        return (
+            grad_x,
+            None,
+            None,
+            None,
+            None,
+            *(g if need else None for g, need in zip(grad_params, needed, strict=True)),
+        )
+
+
+def _activation_backward(
+    grad: Tensor, layer: _Layer, rows: int, n: int, layout: SlabLayout, take: _Taker
+) -> None:
+    """Turns the gradient w.r.t. a hidden layer's output rows into the gradient w.r.t. its
+    pre-activation rows, in place.
+
+    out_slab_m = s'(z) pre_m gives d/dz = s''(z) pre_m on every slab; with second derivatives,
+    out_second_k += s''(z) pre_k^2 adds s'''(z) pre_k^2 to d/dz and 2 s''(z) pre_k to d/dpre_k.
+    """
+    width = grad.shape[1]
+    grad_values = grad[:rows]
+    grad_slabs = grad[rows:].view(layout.slabs, n, width)
+    pre_slabs = layer.pre[rows:].view(layout.slabs, n, width)
+    coupling = _slab_dot(grad_slabs, pre_slabs, take(n, width))
+    second = layout.num_second > 0
+    if second:
+        curvature, third = _jet_terms(layer, n, True, take)
+        selected = pre_slabs[layout.coords]
+        grad_second = grad_slabs[layout.second]
+        product = _slab_dot(grad_second, selected.square(), take(n, width))
+        cross = 2 * curvature * selected * grad_second
+    _chain_values(grad_values, layer, n, coupling)
+    grad_slabs.mul_(layer.slope[:n])
+    if second:
+        grad_values[:n].addcmul_(third, product)
+        _add_at(grad_slabs, layout.coords, cross)
+
+
+def _eval_batchnorm_affine(norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """Eval-mode BatchNorm as h * scale + shift (per feature)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = norm.weight * scale
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale, shift
+
+
+def _is_batchnorm(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.BatchNorm1d)
+
+
+def _mlp_fused(
+    model: MLP, x: Tensor, directions: Tensor, n_jet: int, layout: SlabLayout
+) -> tuple[Tensor, Tensor]:
+    """MLP outputs at all rows of x (N, C) and the (K + S, n_jet, C) derivative slabs of its
+    first n_jet rows; BatchNorm after layer i is folded into layer i + 1."""
+    params: list[Tensor] = []
+    for i, layer in enumerate(model.layers):
+        weight, bias = layer.weight, layer.bias
+        norm = model.norms[i - 1] if model.norms is not None and i > 0 else None
+        if norm is not None and _is_batchnorm(norm):
+            scale, shift = _eval_batchnorm_affine(norm)
+            weight, bias = weight * scale, torch.addmv(bias, weight, shift)
+        params += [weight, bias]
+    activations = list(model.activations)
+    return _FusedMLPJet.apply(x, directions, n_jet, activations, layout, *params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Composite Taylor propagation (ordinary autograd ops): ModifiedMLP, MLP with learnable
+# activations. State: value (N, H); d1 (K, N, H) or broadcastable (K, 1, H) after an input layer;
+# d2 (S, N, H), or None while it is identically zero.
+
+
+@dataclass
+class _State:
+    value: Tensor
+    d1: Tensor
+    d2: Tensor | None
+
+
+def _input_linear(layer: nn.Linear, x: Tensor, directions: Tensor) -> _State:
+    """Linear layer on the inputs: the derivative of x along v_k is v_k, so d1 is v_k W^T."""
+    columns = (directions @ layer.weight.t()).unsqueeze(1)
+    return _State(F.linear(x, layer.weight, layer.bias), columns, None)
+
+
+def _linear(layer: nn.Linear, state: _State) -> _State:
+    weight_t = layer.weight.t()
+    d2 = None if state.d2 is None else state.d2 @ weight_t
+    return _State(F.linear(state.value, layer.weight, layer.bias), state.d1 @ weight_t, d2)
+
+
+def _activation(module: nn.Module, state: _State, layout: SlabLayout) -> _State:
+    """Chain rule: d1' = s' d1, d2' = s'' d1^2 + s' d2 (pure second derivatives)."""
+    second = layout.num_second > 0
+    terms = activation_derivatives(module, state.value, 2 if second else 1)
+    d1 = terms[1] * state.d1
+    if not second:
+        return _State(terms[0], d1, None)
+    selected = state.d1[layout.coords]
+    d2 = terms[2] * selected.square()
+    if state.d2 is not None:
+        d2 = torch.addcmul(d2, terms[1], state.d2)
+    return _State(terms[0], d1, d2)
+
+
+def _affine(scale: Tensor, shift: Tensor, state: _State) -> _State:
+    d2 = None if state.d2 is None else state.d2 * scale
+    return _State(torch.addcmul(shift, state.value, scale), state.d1 * scale, d2)
+
+
+def _gate(u: _State, v: _State, z: _State, layout: SlabLayout) -> _State:
+    """Product rule for h = u + z (v - u) = (1 - z) u + z v.
+
+    u, v and z come out of activations, so their d2 are all present when second is requested.
+    """
+    delta_value = v.value - u.value
+    delta_d1 = v.d1 - u.d1
+    value = torch.addcmul(u.value, z.value, delta_value)
+    d1 = u.d1 + z.d1 * delta_value + z.value * delta_d1
+    if layout.num_second == 0:
+        return _State(value, d1, None)
+    coords = layout.coords
+    # d2h = d2u + d2z (v - u) + 2 dz d(v - u) + z d2(v - u)
+    d2 = u.d2 + z.d2 * delta_value + 2 * z.d1[coords] * delta_d1[coords]
+    return _State(value, d1, torch.addcmul(d2, z.value, v.d2 - u.d2))
+
+
+def _mlp_composite(model: MLP, x: Tensor, directions: Tensor, layout: SlabLayout) -> _State:
+    state = _input_linear(model.layers[0], x, directions)
+    for i, activation in enumerate(model.activations):
+        if i > 0:
+            state = _linear(model.layers[i], state)
+        state = _activation(activation, state, layout)
+        if model.norms is not None and _is_batchnorm(model.norms[i]):
+            state = _affine(*_eval_batchnorm_affine(model.norms[i]), state)
+    return _linear(model.layers[-1], state)
+
+
+def _modified_mlp_composite(
+    model: ModifiedMLP, x: Tensor, directions: Tensor, layout: SlabLayout
+) -> _State:
+    u = _activation(model.activation_u, _input_linear(model.encoder_u, x, directions), layout)
+    v = _activation(model.activation_v, _input_linear(model.encoder_v, x, directions), layout)
+    h: _State | None = None
+    for gate, activation in zip(model.gates, model.gate_activations, strict=True):
+        pre = _input_linear(gate, x, directions) if h is None else _linear(gate, h)
+        h = _gate(u, v, _activation(activation, pre, layout), layout)
+    return _linear(model.output, h)
+
+
+def taylor_unsupported_reason(model: nn.Module) -> str | None:
+    """Why Taylor mode cannot handle ``model`` (None if it can)."""
+    if isinstance(model, MLP) and type(model).forward is MLP.forward:
+        for i, layer in enumerate(model.layers):
+            if type(layer) is not nn.Linear:
+                return f"layers.{i} is {type(layer).__name__}; Taylor mode expects nn.Linear"
+        for i, norm in enumerate(model.norms if model.norms is not None else ()):
+            if isinstance(norm, nn.Identity):  # normalization stripped by surgery
+                continue
+            if not _is_batchnorm(norm):
+                return f"norms.{i} is {type(norm).__name__}; only BatchNorm1d is supported"
+            if norm.training or norm.running_mean is None:
+                return (
+                    f"norms.{i} (BatchNorm1d) normalises with batch statistics (training mode), "
+                    "which couples the points of a batch, so per-point input derivatives are not "
+                    "defined layer by layer; call model.eval() or use method='autograd'"
+                )
+        return None
+    if isinstance(model, ModifiedMLP) and type(model).forward is ModifiedMLP.forward:
+        return None
+    return (
+        f"Taylor mode supports dcnn.models.mlp.MLP and ModifiedMLP, got {type(model).__name__}; "
+        "use method='autograd' or 'auto'"
+    )
+
+
+def _has_trainable_parameters(modules: Sequence[nn.Module]) -> bool:
+    return any(p.requires_grad for module in modules for p in module.parameters())
+
+
+def taylor_outputs(
+    model: nn.Module,
+    x: Tensor,
+    value_points: Tensor | None,
+    directions: Tensor,
+    layout: SlabLayout,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Taylor-mode propagation through a supported model (see ``taylor_unsupported_reason``).
+
+    Returns the outputs at x (n, C), the first-derivative slabs (K, n, C) along the rows of
+    ``directions`` (K, D), the second-derivative slabs (S, n, C) of ``layout.requested`` (None
+    while identically zero) and the outputs at ``value_points`` (M, C) or None.
+    """
+    n_jet = x.shape[0]
+    # Under torch.compile the composite ops are used: inductor fuses them and derives the backward.
+    if (
+        isinstance(model, MLP)
+        and not torch.compiler.is_compiling()
+        and not _has_trainable_parameters(model.activations)
+    ):
+        rows = x if value_points is None else torch.cat([x, value_points])
+        outputs, slabs = _mlp_fused(model, rows, directions, n_jet, layout)
+        values = None if value_points is None else outputs[n_jet:]
+        return outputs[:n_jet], slabs[layout.first], slabs[layout.second], values
+    if isinstance(model, MLP):
+        state = _mlp_composite(model, x, directions, layout)
+    else:
+        state = _modified_mlp_composite(model, x, directions, layout)
+    values = None if value_points is None else model(value_points)
+    return state.value, state.d1, state.d2, values
