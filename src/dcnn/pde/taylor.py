@@ -176,6 +176,8 @@ class _Layer:
     value: Tensor  # s(z), (N, H)
     slope: Tensor  # s'(z), (N, H)
     higher: tuple[Tensor, ...]  # (s'', s''') at all N rows; () where derived from value, slope
+    # s'' at the jet rows as the forward pass formed it (second derivatives); read back for tanh
+    jet_curvature: Tensor | None = None
 
 
 def _uses_sigmoid_tanh(activation: nn.Module, device: torch.device) -> bool:
@@ -215,7 +217,9 @@ def _jet_terms(layer: _Layer, n: int, third: bool, take: _Taker) -> tuple[Tensor
         return layer.higher[0][:n], layer.higher[1][:n] if third else None
     # tanh: s'' = -2 s s', s''' = s' (4 - 6 s')
     value, slope = layer.value[:n], layer.slope[:n]
-    second = torch.addcmul(value.new_zeros(()), value, slope, value=-2, out=take(*value.shape))
+    second = layer.jet_curvature
+    if second is None:
+        second = torch.addcmul(value.new_zeros(()), value, slope, value=-2, out=take(*value.shape))
     if not third:
         return second, None
     return second, torch.mul(slope, 4, out=take(*slope.shape)).addcmul_(slope, slope, value=-6)
@@ -261,6 +265,7 @@ class _FusedMLPJet(torch.autograd.Function):
         torch.mul(slope[:n], columns, out=slabs[layout.first])
         if second:
             curvature, _ = _jet_terms(layers[0], n, False, take)
+            layers[0].jet_curvature = curvature
             torch.mul(curvature, columns[layout.coords].square(), out=slabs[layout.second])
         h = out
         for weight, bias, activation in zip(
@@ -278,6 +283,7 @@ class _FusedMLPJet(torch.autograd.Function):
             torch.mul(pre_slabs, slope[:n], out=out_slabs)
             if second:
                 curvature, _ = _jet_terms(layer, n, False, take)
+                layer.jet_curvature = curvature
                 out_slabs[layout.second].addcmul_(curvature, pre_slabs[layout.coords].square())
             layers.append(layer)
             h = out
