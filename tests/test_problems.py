@@ -354,11 +354,11 @@ def test_taylor_runs_value_only_sets_in_the_fused_jet_call(pde, fused_calls, mon
     points = problem.training_points()
     model = MLP(problem.n_inputs, problem.n_outputs, hidden=8, depth=2)
     calls = []
-    original = taylor._FusedMLPJet.apply
+    original = taylor._mlp_fused
     monkeypatch.setattr(
-        taylor._FusedMLPJet,
-        "apply",
-        lambda *args: calls.append(args[0].shape[0]) or original(*args),
+        taylor,
+        "_mlp_fused",
+        lambda model, rows, *rest: calls.append(rows.shape[0]) or original(model, rows, *rest),
     )
     forward_calls = []
     model.register_forward_hook(lambda *_: forward_calls.append(1))

@@ -4,10 +4,18 @@ import pytest
 import torch
 
 from dcnn.models.mlp import MLP
+from dcnn.pde import native
 from dcnn.pde.derivatives import input_jet, jet_and_values
 from dcnn.pde.taylor import WORKSPACE, Workspace
 
 DIRECTION = torch.tensor([[0.3, 1.0]], dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True, params=["require", "off"], ids=["native", "torch-ops"])
+def fused_backend(request, monkeypatch):
+    """Every test runs on the C++ pass (which must build) and on the torch-op pass."""
+    monkeypatch.setenv(native.SETTING, request.param)
+    return request.param
 
 
 def _model(dtype=torch.float64) -> MLP:

@@ -7,7 +7,8 @@ instead of double backprop:
 * :class:`~dcnn.models.mlp.MLP` with parameter-free activations runs one autograd Function with a
   hand-written backward pass (eval-mode BatchNorm folded into the next Linear layer). Value-only
   points (initial and boundary sets) share its matrix products with the jet points, and its large
-  tensors come from a workspace reused from step to step;
+  tensors come from a workspace reused from step to step. On CPU, with tanh or IReLU, both
+  passes are single C++ calls (:mod:`dcnn.pde.native`), elsewhere torch ops;
 * other MLPs and :class:`~dcnn.models.mlp.ModifiedMLP` compose ordinary differentiable torch ops.
 """
 
@@ -26,6 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from dcnn.models.mlp import MLP, ModifiedMLP
 from dcnn.pde.activation_derivatives import activation_derivatives
+from dcnn.pde.native import ACTIVATION_CODES, native_ops, native_unsupported_reason
 
 # ---------------------------------------------------------------------------------------------
 # Slab layout.
@@ -393,6 +395,67 @@ def _activation_backward(
         _add_at(grad_slabs, layout.coords, cross)
 
 
+class _NativeFusedMLPJet(torch.autograd.Function):
+    """The fused pass of :class:`_FusedMLPJet` in one C++ call each way (:mod:`dcnn.pde.native`);
+    its large tensors are views of one workspace tensor."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        directions: Tensor,
+        n_jet: int,
+        codes: list[int],
+        layout: SlabLayout,
+        ops,
+        *params: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        weights, biases = list(params[0::2]), list(params[1::2])
+        size = ops.mlp_jet_forward_elements(x.shape[0], n_jet, layout.slabs, codes, weights)
+        workspace = WORKSPACE.take((size,), x)
+        value, derivatives, *blocks = ops.mlp_jet_forward(
+            x, directions, n_jet, codes, list(layout.requested), weights, biases, workspace
+        )
+        ctx.save_for_backward(x, directions, *params)
+        ctx.blocks, ctx.codes, ctx.layout, ctx.n_jet, ctx.ops = blocks, codes, layout, n_jet, ops
+        weakref.finalize(ctx, WORKSPACE.give_back, [workspace])
+        return value, derivatives
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_value: Tensor, grad_derivatives: Tensor):
+        x, directions, *params = ctx.saved_tensors
+        weights = list(params[0::2])
+        layout: SlabLayout = ctx.layout
+        block_rows = x.shape[0] + layout.slabs * ctx.n_jet
+        widest = max(weight.shape[0] for weight in weights[:-1])
+        scratch = WORKSPACE.take((2 * block_rows * widest,), x)
+        grad_x, *grad_params = ctx.ops.mlp_jet_backward(
+            grad_value.contiguous(),
+            grad_derivatives.contiguous(),
+            x,
+            directions,
+            ctx.n_jet,
+            ctx.codes,
+            list(layout.requested),
+            weights,
+            ctx.blocks,
+            scratch,
+            ctx.needs_input_grad[0],
+        )
+        WORKSPACE.give_back([scratch])
+        needed = ctx.needs_input_grad[6:]
+        return (
+            grad_x if ctx.needs_input_grad[0] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            *(g if need else None for g, need in zip(grad_params, needed, strict=True)),
+        )
+
+
 def _eval_batchnorm_affine(norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
     """Eval-mode BatchNorm as h * scale + shift (per feature)."""
     scale = torch.rsqrt(norm.running_var + norm.eps)
@@ -422,6 +485,13 @@ def _mlp_fused(
             weight, bias = weight * scale, torch.addmv(bias, weight, shift)
         params += [weight, bias]
     activations = list(model.activations)
+    if native_unsupported_reason(x, activations) is None:
+        ops = native_ops()
+        if ops is not None:
+            codes = [ACTIVATION_CODES[type(activation)] for activation in activations]
+            return _NativeFusedMLPJet.apply(
+                x.contiguous(), directions.contiguous(), n_jet, codes, layout, ops, *params
+            )
     return _FusedMLPJet.apply(x, directions, n_jet, activations, layout, *params)
 
 

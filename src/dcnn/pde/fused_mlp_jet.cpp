@@ -1,0 +1,457 @@
+// Fused Taylor-mode pass of an MLP on CPU: forward propagation of values and derivative slabs and
+// its hand-written backward pass, with each layer's elementwise work done in one sweep over its
+// rows (the Python version in dcnn/pde/taylor.py makes about ten sweeps and 25 torch calls per
+// layer). Built and loaded by dcnn/pde/native.py; the math and the row-block layout are those of
+// taylor._FusedMLPJet:
+//
+//   rows 0..N-1 are values (the first n of them jet points), then M = K + S slabs of n rows each:
+//   K first derivatives along the directions, S pure second derivatives along the requested ones.
+//   A hidden layer computes pre = [c (h W^T + b); p W^T] (c = 2 for tanh, which is formed as
+//   2 sigmoid(2 z) - 1 because torch's sigmoid is 2.5x faster than its tanh on AVX2), then
+//   out = [s(z); s'(z) pre_slab], out_second_k += s''(z) pre_first[q_k]^2.
+// A layer keeps only its output block and its slabs' pre-activations (IReLU also z); s' and the
+// higher terms are formed again from s (tanh) or z (IReLU) in the backward pass, which keeps the
+// memory a training step streams through small.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+namespace {
+
+// Activation codes, shared with dcnn/pde/native.py.
+constexpr int64_t kTanh = 0;
+constexpr int64_t kIrelu = 1;
+
+constexpr int64_t kGrainRows = 128;  // rows per parallel task
+
+struct Shape {
+  int64_t rows, n, first, second, width;  // N, n, K, S, H
+  int64_t slabs() const { return first + second; }
+};
+
+// An activation's terms over `count` elements. Forward: from its input `in`, which is
+// sigmoid(2 z) for tanh (then s = 2 sigmoid(2 z) - 1) and z for IReLU = max(0, z^2 / 2).
+// Backward: from what the forward pass kept, s for tanh and z for IReLU; nothing else is stored.
+template <int64_t Act, typename T>
+struct Terms {
+  static void forward(const T* __restrict__ in, T* __restrict__ s, T* __restrict__ ds,
+                      T* __restrict__ d2, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      if constexpr (Act == kTanh) {
+        const T value = T(2) * in[i] - T(1);
+        s[i] = value;
+        ds[i] = T(1) - value * value;
+        d2[i] = T(-2) * value * ds[i];
+      } else {
+        const T r = in[i] > T(0) ? in[i] : T(0);
+        s[i] = T(0.5) * r * r;
+        ds[i] = r;
+        d2[i] = in[i] > T(0) ? T(1) : T(0);
+      }
+    }
+  }
+  // First to third derivative. tanh: 1 - s^2, -2 s s1, s1 (4 - 6 s1); IReLU: max(z, 0), [z > 0], 0.
+  static void backward(const T* __restrict__ kept, T* __restrict__ ds, T* __restrict__ d2,
+                       T* __restrict__ d3, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      if constexpr (Act == kTanh) {
+        ds[i] = T(1) - kept[i] * kept[i];
+        d2[i] = T(-2) * kept[i] * ds[i];
+        d3[i] = ds[i] * (T(4) - T(6) * ds[i]);
+      } else {
+        ds[i] = kept[i] > T(0) ? kept[i] : T(0);
+        d2[i] = kept[i] > T(0) ? T(1) : T(0);
+        d3[i] = T(0);
+      }
+    }
+  }
+};
+
+// A layer's slab pre-activations on a chunk of jet rows: rows of the (M, n, H) block of a hidden
+// layer, or for the first layer (whose input x has derivative v_k) the columns v_k W^T, the same
+// for every row, copied into a chunk-sized buffer so that every loop below runs over one flat
+// range of (rows x H) elements.
+template <typename T>
+class SlabRows {
+ public:
+  SlabRows(const Shape& shape, const T* slab_pre, const T* columns, int64_t chunk_rows)
+      : shape_(shape), slab_pre_(slab_pre), columns_(columns) {
+    if (columns) expanded_.resize(shape.first * chunk_rows * shape.width);
+  }
+  bool has_second() const { return columns_ == nullptr; }  // the first layer's are zero
+  void select(int64_t begin, int64_t end) {  // jet rows [begin, end)
+    begin_ = begin;
+    if (!columns_) return;
+    const int64_t H = shape_.width, rows = end - begin;
+    for (int64_t k = 0; k < shape_.first; ++k) {
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy(columns_ + k * H, columns_ + (k + 1) * H, expanded_.data() + (k * rows + r) * H);
+      }
+    }
+    rows_ = rows;
+  }
+  const T* slab(int64_t m) const {
+    if (columns_) return expanded_.data() + m * rows_ * shape_.width;
+    return slab_pre_ + (m * shape_.n + begin_) * shape_.width;
+  }
+
+ private:
+  const Shape& shape_;
+  const T* slab_pre_;
+  const T* columns_;
+  std::vector<T> expanded_;
+  int64_t begin_ = 0, rows_ = 0;
+};
+
+constexpr int64_t kChunkRows = 32;  // rows whose temporaries stay in L1 together
+
+// Forward on value rows [begin, end): out = s(z) there and, for the jet rows among them,
+// out_slab_m = s' pre_m (pre of the first layer's second slabs is zero), then
+// out_second_k += s'' pre_first[q_k]^2.
+template <int64_t Act, typename T>
+void activate_rows(const Shape& shape, const T* in, T* out, const T* slab_pre, const T* columns,
+                   const int64_t* requested, int64_t begin, int64_t end) {
+  const int64_t H = shape.width, n = shape.n, N = shape.rows;
+  std::vector<T> buffer(2 * kChunkRows * H);
+  T *ds = buffer.data(), *d2 = ds + kChunkRows * H;
+  SlabRows<T> src(shape, slab_pre, columns, kChunkRows);
+  for (int64_t b = begin; b < end; b += kChunkRows) {
+    const int64_t e = std::min(end, b + kChunkRows);
+    Terms<Act, T>::forward(in + b * H, out + b * H, ds, d2, (e - b) * H);
+    const int64_t jet_end = std::min(e, n);
+    if (b >= jet_end) continue;
+    const int64_t count = (jet_end - b) * H;
+    src.select(b, jet_end);
+    for (int64_t m = 0; m < shape.slabs(); ++m) {
+      T* __restrict__ o = out + N * H + (m * n + b) * H;
+      if (m >= shape.first && !src.has_second()) {
+        std::fill(o, o + count, T(0));
+        continue;
+      }
+      const T* __restrict__ p = src.slab(m);
+      for (int64_t i = 0; i < count; ++i) o[i] = ds[i] * p[i];
+    }
+    for (int64_t k = 0; k < shape.second; ++k) {
+      T* __restrict__ o = out + N * H + ((shape.first + k) * n + b) * H;
+      const T* __restrict__ p = src.slab(requested[k]);
+      for (int64_t i = 0; i < count; ++i) o[i] += d2[i] * p[i] * p[i];
+    }
+  }
+}
+
+// Backward through one activation on value rows [begin, end): turns the gradient block `grad`
+// (w.r.t. the layer's outputs) into the gradient w.r.t. its pre-activations, in place. For the
+// first layer (`grad_columns` given) the slab gradients are not needed further; instead their
+// contributions to the gradient of the columns v_k W^T are added to `grad_columns` (K, H).
+template <int64_t Act, typename T>
+void activation_backward_rows(const Shape& shape, const T* kept, const T* slab_pre,
+                              const T* columns, const int64_t* requested, T* grad,
+                              T* grad_columns, int64_t begin, int64_t end) {
+  const int64_t H = shape.width, n = shape.n, N = shape.rows, S = shape.second;
+  const int64_t chunk = kChunkRows * H;
+  std::vector<T> buffer((5 + S) * chunk);
+  T *ds = buffer.data(), *d2 = ds + chunk, *d3 = d2 + chunk, *coupling = d3 + chunk;
+  T *product = coupling + chunk, *cross = product + chunk;
+  SlabRows<T> src(shape, slab_pre, columns, kChunkRows);
+  // out_m = s' pre_m: d/dz gets s'' sum_m g_m pre_m (the first layer's second slabs have pre 0).
+  const int64_t coupled = src.has_second() ? shape.slabs() : shape.first;
+  T* grad_slabs = grad + N * H;
+  for (int64_t b = begin; b < end; b += kChunkRows) {
+    const int64_t e = std::min(end, b + kChunkRows);
+    Terms<Act, T>::backward(kept + b * H, ds, d2, d3, (e - b) * H);
+    const int64_t jet_end = std::max(b, std::min(e, n));
+    T* __restrict__ gv = grad + b * H;
+    for (int64_t i = (jet_end - b) * H; i < (e - b) * H; ++i) gv[i] *= ds[i];  // value-only rows
+    if (b == jet_end) continue;
+    const int64_t count = (jet_end - b) * H;
+    src.select(b, jet_end);
+    std::fill(coupling, coupling + count, T(0));
+    std::fill(product, product + count, T(0));
+    for (int64_t m = 0; m < coupled; ++m) {
+      const T* __restrict__ g = grad_slabs + (m * n + b) * H;
+      const T* __restrict__ p = src.slab(m);
+      for (int64_t i = 0; i < count; ++i) coupling[i] += g[i] * p[i];
+    }
+    // out_second_k += s'' p_q^2: d/dz gets s''' p_q^2 g, d/dp_q gets 2 s'' p_q g.
+    for (int64_t k = 0; k < S; ++k) {
+      const T* __restrict__ g = grad_slabs + ((shape.first + k) * n + b) * H;
+      const T* __restrict__ p = src.slab(requested[k]);
+      T* __restrict__ c = cross + k * chunk;
+      for (int64_t i = 0; i < count; ++i) {
+        product[i] += g[i] * p[i] * p[i];
+        c[i] = T(2) * d2[i] * p[i] * g[i];
+      }
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      gv[i] = ds[i] * gv[i] + d2[i] * coupling[i] + d3[i] * product[i];
+    }
+    if (grad_columns) {  // d/dcolumn_k = sum over rows of s' g_k (+ the cross terms)
+      for (int64_t r = 0; r < jet_end - b; ++r) {
+        for (int64_t k = 0; k < shape.first; ++k) {
+          const T* __restrict__ g = grad_slabs + (k * n + b + r) * H;
+          T* __restrict__ gc = grad_columns + k * H;
+          for (int64_t h = 0; h < H; ++h) gc[h] += ds[r * H + h] * g[h];
+        }
+        for (int64_t k = 0; k < S; ++k) {
+          T* __restrict__ gc = grad_columns + requested[k] * H;
+          for (int64_t h = 0; h < H; ++h) gc[h] += cross[k * chunk + r * H + h];
+        }
+      }
+      continue;
+    }
+    for (int64_t m = 0; m < shape.slabs(); ++m) {
+      T* __restrict__ g = grad_slabs + (m * n + b) * H;
+      for (int64_t i = 0; i < count; ++i) g[i] *= ds[i];
+    }
+    for (int64_t k = 0; k < S; ++k) {
+      T* __restrict__ g = grad_slabs + (requested[k] * n + b) * H;
+      const T* __restrict__ c = cross + k * chunk;
+      for (int64_t i = 0; i < count; ++i) g[i] += c[i];
+    }
+  }
+}
+
+template <typename T>
+void dispatch_activate(int64_t act, const Shape& shape, const at::Tensor& in, at::Tensor& out,
+                       const T* slab_pre, const T* columns, const int64_t* requested) {
+  const T* in_ptr = in.data_ptr<T>();
+  T* out_ptr = out.data_ptr<T>();
+  at::parallel_for(0, shape.rows, kGrainRows, [&](int64_t begin, int64_t end) {
+    if (act == kTanh) {
+      activate_rows<kTanh, T>(shape, in_ptr, out_ptr, slab_pre, columns, requested, begin, end);
+    } else {
+      activate_rows<kIrelu, T>(shape, in_ptr, out_ptr, slab_pre, columns, requested, begin, end);
+    }
+  });
+}
+
+template <typename T>
+void dispatch_backward(int64_t act, const Shape& shape, const at::Tensor& kept,
+                       const T* slab_pre, const T* columns, const int64_t* requested,
+                       at::Tensor& grad, at::Tensor* grad_columns) {
+  const T* kept_ptr = kept.data_ptr<T>();
+  T* grad_ptr = grad.data_ptr<T>();
+  std::mutex merge;
+  at::parallel_for(0, shape.rows, kGrainRows, [&](int64_t begin, int64_t end) {
+    // Column gradients (first layer) are sums over rows: each task sums its rows, then merges.
+    std::vector<T> partial(grad_columns ? grad_columns->numel() : 0, T(0));
+    T* partial_ptr = grad_columns ? partial.data() : nullptr;
+    if (act == kTanh) {
+      activation_backward_rows<kTanh, T>(shape, kept_ptr, slab_pre, columns, requested, grad_ptr,
+                                         partial_ptr, begin, end);
+    } else {
+      activation_backward_rows<kIrelu, T>(shape, kept_ptr, slab_pre, columns, requested,
+                                          grad_ptr, partial_ptr, begin, end);
+    }
+    if (grad_columns) {
+      std::lock_guard<std::mutex> lock(merge);
+      T* total = grad_columns->data_ptr<T>();
+      for (size_t i = 0; i < partial.size(); ++i) total[i] += partial[i];
+    }
+  });
+}
+
+// Scale c of the value rows' pre-activations c z: the 2 of sigmoid(2 z) rides in the product.
+double pre_scale(int64_t act) { return act == kTanh ? 2.0 : 1.0; }
+
+// What a layer keeps for the backward pass (see `kept` above): IReLU keeps its z.
+bool keeps_z(int64_t act) { return act == kIrelu; }
+
+void check_inputs(const at::Tensor& x, const at::Tensor& directions, int64_t n_jet,
+                  at::IntArrayRef activations, at::IntArrayRef requested, at::TensorList weights,
+                  at::TensorList biases) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.is_contiguous(),
+              "dcnn fused MLP jet: x must be a contiguous 2-D CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "dcnn fused MLP jet: float32 or float64 expected, got ", x.scalar_type());
+  TORCH_CHECK(0 <= n_jet && n_jet <= x.size(0), "dcnn fused MLP jet: n_jet ", n_jet,
+              " outside 0..", x.size(0));
+  TORCH_CHECK(weights.size() >= 2 && weights.size() == biases.size() &&
+                  activations.size() + 1 == weights.size(),
+              "dcnn fused MLP jet: expected L weights, L biases and L - 1 activations");
+  TORCH_CHECK(directions.dim() == 2 && directions.size(1) == x.size(1) &&
+                  directions.is_contiguous() && directions.scalar_type() == x.scalar_type(),
+              "dcnn fused MLP jet: directions must be contiguous (K, D) of x's dtype");
+  for (int64_t k : requested) {
+    TORCH_CHECK(0 <= k && k < directions.size(0), "dcnn fused MLP jet: requested direction ", k,
+                " outside 0..", directions.size(0) - 1);
+  }
+  for (int64_t act : activations) {
+    TORCH_CHECK(act == kTanh || act == kIrelu, "dcnn fused MLP jet: unknown activation ", act);
+  }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    TORCH_CHECK(weights[i].is_contiguous() && biases[i].is_contiguous() &&
+                    weights[i].scalar_type() == x.scalar_type() &&
+                    biases[i].scalar_type() == x.scalar_type(),
+                "dcnn fused MLP jet: parameters must be contiguous and of x's dtype");
+  }
+}
+
+// Elements of the forward workspace: per hidden layer z (N, H) if kept, the slabs'
+// pre-activations (M n, H) except in the first layer, out (R, H); then one (N, max H) buffer
+// for tanh's sigmoid(2 z).
+int64_t forward_elements(int64_t rows, int64_t n, int64_t slabs, at::IntArrayRef activations,
+                         at::TensorList weights) {
+  const int64_t block = rows + slabs * n;
+  int64_t total = 0, widest = 0;
+  for (size_t i = 0; i + 1 < weights.size(); ++i) {
+    const int64_t H = weights[i].size(0);
+    const int64_t kept_rows = (keeps_z(activations[i]) ? rows : 0) + (i > 0 ? slabs * n : 0);
+    total += (kept_rows + block) * H;
+    widest = std::max(widest, H);
+  }
+  return total + rows * widest;
+}
+
+// Forward pass. Returns [value (N, C), derivatives (M, n, C), then per hidden layer z (or an
+// empty tensor), the slabs' pre-activations (empty in the first layer) and out]: views into
+// `workspace` that the backward pass reads.
+std::vector<at::Tensor> mlp_jet_forward(const at::Tensor& x, const at::Tensor& directions,
+                                        int64_t n_jet, at::IntArrayRef activations,
+                                        at::IntArrayRef requested, at::TensorList weights,
+                                        at::TensorList biases, const at::Tensor& workspace) {
+  check_inputs(x, directions, n_jet, activations, requested, weights, biases);
+  const int64_t N = x.size(0), n = n_jet, K = directions.size(0);
+  const int64_t S = static_cast<int64_t>(requested.size()), M = K + S, R = N + M * n;
+  TORCH_CHECK(workspace.is_contiguous() && workspace.scalar_type() == x.scalar_type() &&
+                  workspace.numel() >= forward_elements(N, n, M, activations, weights),
+              "dcnn fused MLP jet: workspace too small or of the wrong dtype");
+  int64_t offset = 0;
+  auto carve = [&](int64_t r, int64_t c) {
+    at::Tensor view = workspace.narrow(0, offset, r * c).view({r, c});
+    offset += r * c;
+    return view;
+  };
+  const at::Tensor empty = at::empty({0}, x.options());
+
+  std::vector<at::Tensor> saved;
+  at::Tensor h = x;
+  const size_t L = weights.size();
+  int64_t widest = 0;
+  for (size_t i = 0; i + 1 < L; ++i) widest = std::max(widest, weights[i].size(0));
+  const int64_t sigmoid_offset = workspace.numel() - N * widest;
+  for (size_t i = 0; i + 1 < L; ++i) {
+    const int64_t H = weights[i].size(0), act = activations[i];
+    at::Tensor z = keeps_z(act)
+        ? carve(N, H)
+        : workspace.narrow(0, sigmoid_offset, N * H).view({N, H});
+    at::Tensor slab_pre = i > 0 ? carve(M * n, H) : empty;
+    at::Tensor out = carve(R, H);
+    const double c = pre_scale(act);
+    at::addmm_out(z, biases[i], h.narrow(0, 0, N), weights[i].t(), c, c);
+    if (act == kTanh) at::sigmoid_out(z, z);
+    at::Tensor columns;
+    if (i == 0) {
+      columns = at::mm(directions, weights[0].t()).contiguous();  // (K, H)
+    } else if (n > 0) {
+      at::mm_out(slab_pre, h.narrow(0, N, M * n), weights[i].t());
+    }
+    const Shape shape{N, n, K, S, H};
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dcnn_mlp_jet_forward", [&] {
+      dispatch_activate<scalar_t>(act, shape, z, out, slab_pre.data_ptr<scalar_t>(),
+                                  i == 0 ? columns.data_ptr<scalar_t>() : nullptr,
+                                  requested.data());
+    });
+    saved.insert(saved.end(), {keeps_z(act) ? z : empty, slab_pre, out});
+    h = out;
+  }
+  at::Tensor value = at::addmm(biases[L - 1], h.narrow(0, 0, N), weights[L - 1].t());
+  at::Tensor derivatives =
+      at::mm(h.narrow(0, N, M * n), weights[L - 1].t()).view({M, n, weights[L - 1].size(0)});
+  std::vector<at::Tensor> result{value, derivatives};
+  result.insert(result.end(), saved.begin(), saved.end());
+  return result;
+}
+
+// Backward pass. `saved` is what the forward pass returned after its two outputs; `scratch`
+// holds two (R, max H) gradient blocks. Returns [grad_x (empty unless input_grad), then
+// grad_weight, grad_bias per layer].
+std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
+                                         const at::Tensor& grad_derivatives, const at::Tensor& x,
+                                         const at::Tensor& directions, int64_t n_jet,
+                                         at::IntArrayRef activations, at::IntArrayRef requested,
+                                         at::TensorList weights, at::TensorList saved,
+                                         const at::Tensor& scratch, bool input_grad) {
+  const int64_t N = x.size(0), n = n_jet, K = directions.size(0);
+  const int64_t S = static_cast<int64_t>(requested.size()), M = K + S, R = N + M * n;
+  const size_t L = weights.size();
+  TORCH_CHECK(saved.size() == 3 * (L - 1), "dcnn fused MLP jet: expected 3 saved tensors per layer");
+  int64_t widest = 0;
+  for (size_t i = 0; i + 1 < L; ++i) widest = std::max(widest, weights[i].size(0));
+  TORCH_CHECK(scratch.is_contiguous() && scratch.scalar_type() == x.scalar_type() &&
+                  scratch.numel() >= 2 * R * widest,
+              "dcnn fused MLP jet: scratch too small or of the wrong dtype");
+  at::Tensor buffers[2] = {scratch.narrow(0, 0, R * widest),
+                           scratch.narrow(0, R * widest, R * widest)};
+  auto block = [&](int which, int64_t width) {
+    return buffers[which].narrow(0, 0, R * width).view({R, width});
+  };
+
+  std::vector<at::Tensor> grads(2 * L + 1);
+  const at::Tensor& last = saved[3 * (L - 2) + 2];
+  const int64_t C = grad_value.size(1);
+  at::Tensor grad_out = at::cat({grad_value, grad_derivatives.reshape({M * n, C})});
+  grads[1 + 2 * (L - 1)] = at::mm(grad_out.t(), last);
+  grads[2 + 2 * (L - 1)] = grad_value.sum(0);
+  int current = 0;
+  at::Tensor grad = block(current, last.size(1));
+  if (C == 1) {  // a product with an inner size of 1 is slow on CPU: broadcast instead
+    at::mul_out(grad, grad_out, weights[L - 1][0]);
+  } else {
+    at::mm_out(grad, grad_out, weights[L - 1]);
+  }
+  for (size_t i = L - 1; i-- > 0;) {
+    const at::Tensor &z = saved[3 * i], &slab_pre = saved[3 * i + 1], &out = saved[3 * i + 2];
+    const int64_t H = weights[i].size(0);
+    const Shape shape{N, n, K, S, H};
+    const at::Tensor& kept = keeps_z(activations[i]) ? z : out;
+    at::Tensor columns, grad_columns;
+    if (i == 0) {
+      columns = at::mm(directions, weights[0].t()).contiguous();
+      grad_columns = at::zeros({K, H}, x.options());
+    }
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dcnn_mlp_jet_backward", [&] {
+      dispatch_backward<scalar_t>(activations[i], shape, kept, slab_pre.data_ptr<scalar_t>(),
+                                  i == 0 ? columns.data_ptr<scalar_t>() : nullptr,
+                                  requested.data(), grad, i == 0 ? &grad_columns : nullptr);
+    });
+    if (i == 0) {
+      at::Tensor grad_values = grad.narrow(0, 0, N);
+      // x^T G is much faster than G^T x for the few input columns.
+      grads[1] = at::addmm(at::mm(directions.t(), grad_columns), x.t(), grad_values).t();
+      grads[2] = grad_values.sum(0);
+      grads[0] = input_grad ? at::mm(grad_values, weights[0]) : at::empty({0}, x.options());
+      break;
+    }
+    const at::Tensor& inputs = saved[3 * (i - 1) + 2];
+    grads[1 + 2 * i] = at::mm(grad.t(), inputs);
+    grads[2 + 2 * i] = grad.narrow(0, 0, N).sum(0);
+    current = 1 - current;
+    at::Tensor next = block(current, inputs.size(1));
+    at::mm_out(next, grad, weights[i]);
+    grad = next;
+  }
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(dcnn_native, m) {
+  m.def(
+      "mlp_jet_forward(Tensor x, Tensor directions, int n_jet, int[] activations, "
+      "int[] requested, Tensor[] weights, Tensor[] biases, Tensor workspace) -> Tensor[]",
+      &mlp_jet_forward);
+  m.def(
+      "mlp_jet_backward(Tensor grad_value, Tensor grad_derivatives, Tensor x, "
+      "Tensor directions, int n_jet, int[] activations, int[] requested, Tensor[] weights, "
+      "Tensor[] saved, Tensor scratch, bool input_grad) -> Tensor[]",
+      &mlp_jet_backward);
+  m.def(
+      "mlp_jet_forward_elements(int rows, int n_jet, int slabs, int[] activations, "
+      "Tensor[] weights) -> int",
+      &forward_elements);
+}
