@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
+from pinn_derivatives import time_rounds  # same interleaved-median timing
 
 from dcnn.models.mlp import MLP
 from dcnn.pde import native
@@ -27,6 +26,7 @@ DIRECTION = [[0.1, 1.0]]
 
 
 def time_pass(points: int, rounds: int, calls: int) -> dict[str, float]:
+    """Median ms of one forward and backward pass per setting of DCNN_NATIVE_KERNELS."""
     torch.manual_seed(0)
     network = MLP(2, 1, hidden=40, depth=6)
     x, value_points = torch.rand(points, 2), torch.rand(VALUE_POINTS, 2)
@@ -38,17 +38,18 @@ def time_pass(points: int, rounds: int, calls: int) -> dict[str, float]:
         )
         (jet.d1.square().mean() + values.square().mean()).backward()
 
-    samples: dict[str, list[float]] = {"require": [], "off": []}
-    for _ in range(rounds):
-        for setting in samples:
+    def under(setting: str):
+        def step() -> None:
             os.environ[native.SETTING] = setting
-            for _ in range(3):  # warm-up: workspace, first build
-                forward_backward()
-            start = time.perf_counter()
-            for _ in range(calls):
-                forward_backward()
-            samples[setting].append((time.perf_counter() - start) / calls * 1e3)
-    return {setting: statistics.median(values) for setting, values in samples.items()}
+            forward_backward()
+
+        return step
+
+    variants = {setting: under(setting) for setting in ("require", "off")}
+    for step in variants.values():
+        for _ in range(3):  # warm-up: build, workspace
+            step()
+    return time_rounds(variants, calls * rounds, rounds, torch.device("cpu"))
 
 
 def main() -> None:

@@ -255,10 +255,17 @@ void dispatch_backward(int64_t act, const Shape& shape, const at::Tensor& kept,
   });
 }
 
+// Width of the widest hidden layer (all but the output layer).
+int64_t widest_hidden(at::TensorList weights) {
+  int64_t widest = 0;
+  for (size_t i = 0; i + 1 < weights.size(); ++i) widest = std::max(widest, weights[i].size(0));
+  return widest;
+}
+
 // Scale c of the value rows' pre-activations c z: the 2 of sigmoid(2 z) rides in the product.
 double pre_scale(int64_t act) { return act == kTanh ? 2.0 : 1.0; }
 
-// What a layer keeps for the backward pass (see `kept` above): IReLU keeps its z.
+// What a layer keeps for the backward pass besides its output (see Terms): IReLU keeps its z.
 bool keeps_z(int64_t act) { return act == kIrelu; }
 
 void check_inputs(const at::Tensor& x, const at::Tensor& directions, int64_t n_jet,
@@ -297,14 +304,12 @@ void check_inputs(const at::Tensor& x, const at::Tensor& directions, int64_t n_j
 int64_t forward_elements(int64_t rows, int64_t n, int64_t slabs, at::IntArrayRef activations,
                          at::TensorList weights) {
   const int64_t block = rows + slabs * n;
-  int64_t total = 0, widest = 0;
+  int64_t total = 0;
   for (size_t i = 0; i + 1 < weights.size(); ++i) {
-    const int64_t H = weights[i].size(0);
     const int64_t kept_rows = (keeps_z(activations[i]) ? rows : 0) + (i > 0 ? slabs * n : 0);
-    total += (kept_rows + block) * H;
-    widest = std::max(widest, H);
+    total += (kept_rows + block) * weights[i].size(0);
   }
-  return total + rows * widest;
+  return total + rows * widest_hidden(weights);
 }
 
 // Forward pass. Returns [value (N, C), derivatives (M, n, C), then per hidden layer z (or an
@@ -331,9 +336,7 @@ std::vector<at::Tensor> mlp_jet_forward(const at::Tensor& x, const at::Tensor& d
   std::vector<at::Tensor> saved;
   at::Tensor h = x;
   const size_t L = weights.size();
-  int64_t widest = 0;
-  for (size_t i = 0; i + 1 < L; ++i) widest = std::max(widest, weights[i].size(0));
-  const int64_t sigmoid_offset = workspace.numel() - N * widest;
+  const int64_t sigmoid_offset = workspace.numel() - N * widest_hidden(weights);
   for (size_t i = 0; i + 1 < L; ++i) {
     const int64_t H = weights[i].size(0), act = activations[i];
     at::Tensor z = keeps_z(act)
@@ -379,9 +382,9 @@ std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
   const int64_t N = x.size(0), n = n_jet, K = directions.size(0);
   const int64_t S = static_cast<int64_t>(requested.size()), M = K + S, R = N + M * n;
   const size_t L = weights.size();
-  TORCH_CHECK(saved.size() == 3 * (L - 1), "dcnn fused MLP jet: expected 3 saved tensors per layer");
-  int64_t widest = 0;
-  for (size_t i = 0; i + 1 < L; ++i) widest = std::max(widest, weights[i].size(0));
+  TORCH_CHECK(saved.size() == 3 * (L - 1),
+              "dcnn fused MLP jet: expected 3 saved tensors per layer");
+  const int64_t widest = widest_hidden(weights);
   TORCH_CHECK(scratch.is_contiguous() && scratch.scalar_type() == x.scalar_type() &&
                   scratch.numel() >= 2 * R * widest,
               "dcnn fused MLP jet: scratch too small or of the wrong dtype");
