@@ -3,6 +3,8 @@ ops of the same pass; its setting and its fallback."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -80,6 +82,26 @@ def test_native_pass_matches_autograd_in_float64(required, activation, case):
     reference, _ = _run(model, x, value_points, second_order, directions, "autograd")
     for actual, expected in zip(native_run, reference, strict=True):
         torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, IReLU])
+def test_native_pass_in_float32_matches_autograd_in_float64(required, activation):
+    """float32 runs its own kernels (oneDNN's small-matrix products, the vectorised tanh, the
+    AVX2 transposes of the weight gradients), over several row blocks (256 rows) that end
+    mid-tile (8 rows): off float64 autograd by no more than float32 autograd is."""
+    model = _model(activation, 2, 1, hidden=40, depth=3)
+    x, value_points = _points(601, 2, 7), _points(203, 2, 8)
+    directions = torch.tensor([[0.1, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    single = [t.float() for t in (x, value_points, directions)]
+    native_run, jet = _run(copy.deepcopy(model).float(), *single[:2], (1,), single[2], "taylor")
+    assert "NativeFusedMLPJet" in type(jet.value.grad_fn.next_functions[0][0]).__name__
+    single_run, _ = _run(copy.deepcopy(model).float(), *single[:2], (1,), single[2], "autograd")
+    reference, _ = _run(model, x, value_points, (1,), directions, "autograd")
+    for native_out, single_out, expected in zip(native_run, single_run, reference, strict=True):
+        assert native_out.dtype == torch.float32
+        native_error = (native_out.double() - expected).abs().max()
+        rounding = (single_out.double() - expected).abs().max() + 1e-7 * expected.abs().max()
+        assert native_error <= 4 * rounding
 
 
 @pytest.mark.parametrize("activation", [nn.Tanh, IReLU])

@@ -41,6 +41,10 @@ SOURCE = Path(__file__).with_name("fused_mlp_jet.cpp")
 SETTING = "DCNN_NATIVE_KERNELS"
 CACHE_SETTING = "DCNN_NATIVE_CACHE"
 MODES = ("auto", "off", "require")
+# -fopenmp is what makes at::parallel_for run on several threads in an extension: without it the
+# header-only parallel_for compiles to a serial loop. Without -fno-trapping-math (torch's own
+# flag) GCC does not vectorise loops with float comparisons, such as the clamp of exp_float.
+COMPILER_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 # Activation codes of fused_mlp_jet.cpp, by exact class (a subclass may change forward).
 ACTIVATION_CODES: dict[type[nn.Module], int] = {nn.Tanh: 0, IReLU: 1}
 
@@ -65,10 +69,11 @@ def _cpu_fingerprint() -> str:
 
 
 def build_directory() -> Path:
-    """Build folder of this source, torch version and CPU."""
+    """Build folder of this source, its compiler flags, torch version and CPU."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), _cpu_fingerprint().encode()):
-        key.update(part)
+    flags = " ".join(COMPILER_FLAGS)
+    for part in (SOURCE.read_bytes(), flags, torch.__version__, _cpu_fingerprint()):
+        key.update(part if isinstance(part, bytes) else part.encode())
     root = os.environ.get(CACHE_SETTING) or Path.home() / ".cache" / "dcnn" / "native"
     return Path(root) / key.hexdigest()[:16]
 
@@ -96,7 +101,7 @@ def _build():
     cpp_extension.load(
         name="dcnn_native",
         sources=[str(SOURCE)],
-        extra_cflags=["-O3", "-march=native", "-fno-math-errno"],
+        extra_cflags=COMPILER_FLAGS,
         build_directory=str(directory),
         is_python_module=False,
         verbose=False,
