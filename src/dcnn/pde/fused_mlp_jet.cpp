@@ -578,7 +578,9 @@ std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
       grads[2 + 2 * i] = at::zeros({H}, x.options());
     }
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dcnn_mlp_jet_backward", [&] {
-      auto pointer = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+      auto pointer = [](const at::Tensor& t) {
+        return t.defined() ? t.data_ptr<scalar_t>() : nullptr;  // undefined: not this layer's
+      };
       backward_layer<scalar_t>(activations[i], shape, pointer(kept), pointer(slab_pre),
                                pointer(columns), requested.data(), pointer(grad),
                                pointer(weights[i]), pointer(inputs), weights[i].size(1),
