@@ -62,8 +62,10 @@ CASES = {
     "axes with second": (3, 2, 25, 0, (0, 2), None),
     "all second": (2, 3, 18, 5, (0, 1), None),
     "directions with second": (2, 1, 12, 3, (1,), [[1.0, 0.0], [0.3, -2.0]]),
-    # more rows than one parallel task (128) and one chunk (32), jet rows ending mid-chunk
+    # more rows than one block (256) and one chunk (32), jet rows ending mid-chunk
     "many rows": (2, 1, 301, 170, (0,), None),
+    # threads split the work, not the rows: here a split falls among the value-only rows
+    "value rows outweigh jet rows": (2, 1, 40, 700, (0,), None),
     "value points only": (2, 2, 0, 9, (), None),
 }
 
