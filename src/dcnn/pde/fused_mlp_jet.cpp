@@ -69,8 +69,10 @@ inline T tanh_value(T z) {
 
 // An activation's terms over `count` elements. Forward: from the pre-activation z.
 // Backward: from what the forward pass kept, s for tanh and z for IReLU; nothing else is stored.
+// The highest term (s'' forward, s''' backward) is formed only for second derivatives (`Second`).
 template <int64_t Act, typename T>
 struct Terms {
+  template <bool Second>
   static void forward(const T* __restrict__ in, T* __restrict__ s, T* __restrict__ ds,
                       T* __restrict__ d2, int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
@@ -78,27 +80,28 @@ struct Terms {
         const T value = tanh_value(in[i]);
         s[i] = value;
         ds[i] = T(1) - value * value;
-        d2[i] = T(-2) * value * ds[i];
+        if constexpr (Second) d2[i] = T(-2) * value * ds[i];
       } else {
         const T r = in[i] > T(0) ? in[i] : T(0);
         s[i] = T(0.5) * r * r;
         ds[i] = r;
-        d2[i] = in[i] > T(0) ? T(1) : T(0);
+        if constexpr (Second) d2[i] = in[i] > T(0) ? T(1) : T(0);
       }
     }
   }
   // First to third derivative. tanh: 1 - s^2, -2 s s1, s1 (4 - 6 s1); IReLU: max(z, 0), [z > 0], 0.
+  template <bool Second>
   static void backward(const T* __restrict__ kept, T* __restrict__ ds, T* __restrict__ d2,
                        T* __restrict__ d3, int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
       if constexpr (Act == kTanh) {
         ds[i] = T(1) - kept[i] * kept[i];
         d2[i] = T(-2) * kept[i] * ds[i];
-        d3[i] = ds[i] * (T(4) - T(6) * ds[i]);
+        if constexpr (Second) d3[i] = ds[i] * (T(4) - T(6) * ds[i]);
       } else {
         ds[i] = kept[i] > T(0) ? kept[i] : T(0);
         d2[i] = kept[i] > T(0) ? T(1) : T(0);
-        d3[i] = T(0);
+        if constexpr (Second) d3[i] = T(0);
       }
     }
   }
@@ -154,7 +157,11 @@ void activate_rows(const Shape& shape, const T* in, T* out, const T* slab_pre, c
   SlabRows<T> src(shape, slab_pre, columns, kChunkRows);
   for (int64_t b = begin; b < end; b += kChunkRows) {
     const int64_t e = std::min(end, b + kChunkRows);
-    Terms<Act, T>::forward(in + b * H, out + b * H, ds, d2, (e - b) * H);
+    if (shape.second > 0) {
+      Terms<Act, T>::template forward<true>(in + b * H, out + b * H, ds, d2, (e - b) * H);
+    } else {
+      Terms<Act, T>::template forward<false>(in + b * H, out + b * H, ds, d2, (e - b) * H);
+    }
     const int64_t jet_end = std::min(e, n);
     if (b >= jet_end) continue;
     const int64_t count = (jet_end - b) * H;
@@ -195,7 +202,11 @@ void activation_backward_rows(const Shape& shape, const T* kept, const T* slab_p
   T* grad_slabs = grad + N * H;
   for (int64_t b = begin; b < end; b += kChunkRows) {
     const int64_t e = std::min(end, b + kChunkRows);
-    Terms<Act, T>::backward(kept + b * H, ds, d2, d3, (e - b) * H);
+    if (S > 0) {
+      Terms<Act, T>::template backward<true>(kept + b * H, ds, d2, d3, (e - b) * H);
+    } else {
+      Terms<Act, T>::template backward<false>(kept + b * H, ds, d2, d3, (e - b) * H);
+    }
     const int64_t jet_end = std::max(b, std::min(e, n));
     T* __restrict__ gv = grad + b * H;
     for (int64_t i = (jet_end - b) * H; i < (e - b) * H; ++i) gv[i] *= ds[i];  // value-only rows
@@ -203,7 +214,7 @@ void activation_backward_rows(const Shape& shape, const T* kept, const T* slab_p
     const int64_t count = (jet_end - b) * H;
     src.select(b, jet_end);
     std::fill(coupling, coupling + count, T(0));
-    std::fill(product, product + count, T(0));
+    if (S > 0) std::fill(product, product + count, T(0));
     for (int64_t m = 0; m < coupled; ++m) {
       const T* __restrict__ g = grad_slabs + (m * n + b) * H;
       const T* __restrict__ p = src.slab(m);
@@ -219,8 +230,12 @@ void activation_backward_rows(const Shape& shape, const T* kept, const T* slab_p
         c[i] = T(2) * d2[i] * p[i] * g[i];
       }
     }
-    for (int64_t i = 0; i < count; ++i) {
-      gv[i] = ds[i] * gv[i] + d2[i] * coupling[i] + d3[i] * product[i];
+    if (S > 0) {
+      for (int64_t i = 0; i < count; ++i) {
+        gv[i] = ds[i] * gv[i] + d2[i] * coupling[i] + d3[i] * product[i];
+      }
+    } else {
+      for (int64_t i = 0; i < count; ++i) gv[i] = ds[i] * gv[i] + d2[i] * coupling[i];
     }
     if (grad_columns) {  // d/dcolumn_k = sum over rows of s' g_k (+ the cross terms)
       for (int64_t r = 0; r < jet_end - b; ++r) {
