@@ -120,11 +120,13 @@ def test_native_and_torch_ops_pass_agree(monkeypatch, required, activation):
 
 
 @pytest.mark.parametrize("activation", [nn.Tanh, IReLU])
-def test_native_backward_matches_finite_differences(required, activation):
-    """gradcheck of the C++ pass in float64, inputs x included (grad_x is its own code path)."""
-    model = _model(activation, 2, 2, hidden=5, depth=2)
+@pytest.mark.parametrize("depth", [1, 2])
+def test_native_backward_matches_finite_differences(required, activation, depth):
+    """gradcheck of the C++ pass in float64, inputs x included (grad_x is its own code path);
+    with one hidden layer, the output layer's backward runs inside the first layer's blocks."""
+    model = _model(activation, 2, 2, hidden=5, depth=depth)
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    codes = [native.ACTIVATION_CODES[activation]] * 2
+    codes = [native.ACTIVATION_CODES[activation]] * depth
     directions = torch.tensor([[0.4, 1.0], [1.0, -0.5]], dtype=torch.float64)
     layout = taylor.SlabLayout.build(2, (0, 1), directions.device)
     # IReLU's s'' is a step: keep every z away from 0 so central differences do not cross it.

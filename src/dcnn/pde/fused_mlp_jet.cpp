@@ -400,27 +400,53 @@ void add_transposed_product(const T* g, int64_t rows, int64_t G, const T* x, int
                 at::from_blob(const_cast<T*>(x), {rows, X}, options));
 }
 
-// Backward through one hidden layer, block by block: the activation's terms turn the gradient
-// w.r.t. its outputs into the gradient w.r.t. its pre-activations (in place, in `grad`); then,
-// while the block is in cache, the parameter gradients (grad_weight += grad^T h with the layer's
-// input h (R, inputs), grad_bias += the value rows' sums) and the gradient w.r.t. h,
-// next = grad W. The first layer (h = x) leaves all three to its caller and sums its column
-// gradients into `grad_columns` (K, H) instead.
+// The output layer, whose backward pass runs inside the blocks of the top hidden layer.
 template <typename T>
-void backward_layer(int64_t act, const Shape& shape, const T* kept, const T* slab_pre,
-                    const T* columns, const int64_t* requested, T* grad, const T* weight,
-                    const T* h, int64_t inputs, T* next, T* grad_weight, T* grad_bias,
-                    T* grad_columns) {
-  const int64_t H = shape.width, N = shape.rows, n = shape.n;
+struct OutputLayer {
+  const T* grad_value = nullptr;        // (N, C) gradient w.r.t. the values; null: not the top
+  const T* grad_derivatives = nullptr;  // (M n, C) gradient w.r.t. the derivative rows
+  const T* weight = nullptr;            // (C, H)
+  int64_t width = 0;                    // C
+  T* grad_weight = nullptr;             // (C, H), summed into
+  const T* grad_rows(int64_t row, int64_t N) const {  // of row `row` of the (R, C) layout
+    return row < N ? grad_value + row * width : grad_derivatives + (row - N) * width;
+  }
+};
+
+// Backward through one hidden layer, block by block. For the top hidden layer the block's
+// gradient w.r.t. the layer's outputs `out` is formed first from the output layer's (`top`), with
+// that layer's weight-gradient share. The activation's terms turn it into the gradient w.r.t. the
+// pre-activations (in place, in `grad`); then, while the block is in cache, the parameter
+// gradients (grad_weight += grad^T h with the layer's input h (R, inputs), grad_bias += the value
+// rows' sums) and the gradient w.r.t. h, next = grad W. The first layer (h = x) leaves all three
+// to its caller and sums its column gradients into `grad_columns` (K, H) instead.
+template <typename T>
+void backward_layer(int64_t act, const Shape& shape, const T* kept, const T* out,
+                    const T* slab_pre, const T* columns, const int64_t* requested, T* grad,
+                    const T* weight, const T* h, int64_t inputs, T* next, T* grad_weight,
+                    T* grad_bias, T* grad_columns, const OutputLayer<T>& top) {
+  const int64_t H = shape.width, N = shape.rows, n = shape.n, C = top.width;
   std::mutex merge;
   parallel_rows(shape, [&](int64_t begin, int64_t end) {
     // Parameter and column gradients are sums over rows: each task sums its rows, then merges.
     std::vector<T> partial(grad_columns ? shape.first * H : 0, T(0));
     std::vector<T> weight_share(next ? H * inputs : 0, T(0)), bias_share(next ? H : 0, T(0));
-    std::vector<T> block_sum(H);
+    std::vector<T> top_share(top.grad_value ? C * H : 0, T(0)), block_sum(H);
     T* partial_ptr = grad_columns ? partial.data() : nullptr;
     for (int64_t b = begin; b < end; b += kProductRows) {
       const int64_t e = std::min(end, b + kProductRows), jet_end = std::min(e, n);
+      // The block's rows: values [b, e), then for each slab its rows of jet points [b, jet_end).
+      auto for_each_segment = [&](const auto& f) {
+        f(b, e - b);
+        for (int64_t m = 0; m < shape.slabs() && b < jet_end; ++m) f(N + m * n + b, jet_end - b);
+      };
+      if (top.grad_value) {
+        for_each_segment([&](int64_t row, int64_t rows) {
+          const T* grad_out = top.grad_rows(row, N);
+          add_transposed_product(grad_out, rows, C, out + row * H, H, top_share.data());
+          block_product(grad_out, rows, C, top.weight, H, grad + row * H);
+        });
+      }
       if (act == kTanh) {
         activation_backward_rows<kTanh, T>(shape, kept, slab_pre, columns, requested, grad,
                                            partial_ptr, b, e);
@@ -434,19 +460,17 @@ void backward_layer(int64_t act, const Shape& shape, const T* kept, const T* sla
         for (int64_t j = 0; j < H; ++j) block_sum[j] += grad[r * H + j];
       }
       for (int64_t j = 0; j < H; ++j) bias_share[j] += block_sum[j];
-      add_transposed_product(grad + b * H, e - b, H, h + b * inputs, inputs, weight_share.data());
-      block_product(grad + b * H, e - b, H, weight, inputs, next + b * inputs);
-      for (int64_t m = 0; m < shape.slabs() && b < jet_end; ++m) {
-        const int64_t row = N + m * n + b;
-        add_transposed_product(grad + row * H, jet_end - b, H, h + row * inputs, inputs,
+      for_each_segment([&](int64_t row, int64_t rows) {
+        add_transposed_product(grad + row * H, rows, H, h + row * inputs, inputs,
                                weight_share.data());
-        block_product(grad + row * H, jet_end - b, H, weight, inputs, next + row * inputs);
-      }
+        block_product(grad + row * H, rows, H, weight, inputs, next + row * inputs);
+      });
     }
     std::lock_guard<std::mutex> lock(merge);
     for (size_t i = 0; i < partial.size(); ++i) grad_columns[i] += partial[i];
     for (size_t i = 0; i < weight_share.size(); ++i) grad_weight[i] += weight_share[i];
     for (size_t i = 0; i < bias_share.size(); ++i) grad_bias[i] += bias_share[i];
+    for (size_t i = 0; i < top_share.size(); ++i) top.grad_weight[i] += top_share[i];
   });
 }
 
@@ -573,6 +597,10 @@ std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
   const size_t L = weights.size();
   TORCH_CHECK(saved.size() == 3 * (L - 1),
               "dcnn fused MLP jet: expected 3 saved tensors per layer");
+  TORCH_CHECK(grad_value.is_contiguous() && grad_derivatives.is_contiguous() &&
+                  grad_value.scalar_type() == x.scalar_type() &&
+                  grad_derivatives.scalar_type() == x.scalar_type(),
+              "dcnn fused MLP jet: output gradients must be contiguous and of x's dtype");
   const int64_t widest = widest_hidden(weights);
   TORCH_CHECK(scratch.is_contiguous() && scratch.scalar_type() == x.scalar_type() &&
                   scratch.numel() >= 2 * R * widest,
@@ -584,18 +612,10 @@ std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
   };
 
   std::vector<at::Tensor> grads(2 * L + 1);
-  const at::Tensor& last = saved[3 * (L - 2) + 2];
-  const int64_t C = grad_value.size(1);
-  at::Tensor grad_out = at::cat({grad_value, grad_derivatives.reshape({M * n, C})});
-  grads[1 + 2 * (L - 1)] = at::mm(grad_out.t(), last);
+  grads[1 + 2 * (L - 1)] = at::zeros_like(weights[L - 1]);  // summed by the top hidden layer
   grads[2 + 2 * (L - 1)] = grad_value.sum(0);
   int current = 0;
-  at::Tensor grad = block(current, last.size(1));
-  if (C == 1) {  // a product with an inner size of 1 is slow on CPU: broadcast instead
-    at::mul_out(grad, grad_out, weights[L - 1][0]);
-  } else {
-    at::mm_out(grad, grad_out, weights[L - 1]);
-  }
+  at::Tensor grad = block(current, weights[L - 1].size(1));  // formed by the top hidden layer
   for (size_t i = L - 1; i-- > 0;) {
     const at::Tensor &z = saved[3 * i], &slab_pre = saved[3 * i + 1], &out = saved[3 * i + 2];
     const int64_t H = weights[i].size(0);
@@ -616,11 +636,17 @@ std::vector<at::Tensor> mlp_jet_backward(const at::Tensor& grad_value,
       auto pointer = [](const at::Tensor& t) {
         return t.defined() ? t.data_ptr<scalar_t>() : nullptr;  // undefined: not this layer's
       };
-      backward_layer<scalar_t>(activations[i], shape, pointer(kept), pointer(slab_pre),
-                               pointer(columns), requested.data(), pointer(grad),
-                               pointer(weights[i]), pointer(inputs), weights[i].size(1),
-                               pointer(next), pointer(grads[1 + 2 * i]),
-                               pointer(grads[2 + 2 * i]), pointer(grad_columns));
+      OutputLayer<scalar_t> top;
+      if (i == L - 2) {
+        top = {grad_value.data_ptr<scalar_t>(), grad_derivatives.data_ptr<scalar_t>(),
+               weights[L - 1].data_ptr<scalar_t>(), weights[L - 1].size(0),
+               grads[1 + 2 * (L - 1)].data_ptr<scalar_t>()};
+      }
+      backward_layer<scalar_t>(activations[i], shape, pointer(kept), pointer(out),
+                               pointer(slab_pre), pointer(columns), requested.data(),
+                               pointer(grad), pointer(weights[i]), pointer(inputs),
+                               weights[i].size(1), pointer(next), pointer(grads[1 + 2 * i]),
+                               pointer(grads[2 + 2 * i]), pointer(grad_columns), top);
     });
     if (i == 0) {
       at::Tensor grad_values = grad.narrow(0, 0, N);
