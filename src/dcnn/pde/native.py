@@ -2,7 +2,7 @@
 
 ``fused_mlp_jet.cpp`` runs the pass in one C++ call each way, each layer block by block of rows
 (matrix products, then the elementwise terms, while the block is in cache). On a 2-core CPU the
-pass is 1.8x faster than the same pass in torch ops at 1,000 points and 1.5x at 10,000
+pass is 1.9x faster than the same pass in torch ops at 1,000 points and 1.55x at 10,000
 (``benchmarks/native_kernels.py``).
 
 It is compiled with the host's C++ compiler through ``torch.utils.cpp_extension`` (about 40 s,
