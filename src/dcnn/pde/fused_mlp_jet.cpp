@@ -346,7 +346,7 @@ void forward_layer(int64_t act, const Shape& shape, const T* h, int64_t inputs,
 }
 
 // out (cols, rows) = in (rows, cols)^T, row-major. With AVX2 in 8 x 8 tiles held in registers
-// (unpack, shuffle, then swap 128-bit halves); the element loop, 5x slower, does the edges.
+// (unpack, shuffle, then swap 128-bit halves); an element loop does the edges.
 inline void transpose(const float* in, int64_t rows, int64_t cols, float* out) {
   int64_t tiled_rows = 0, tiled_cols = 0;
 #ifdef __AVX2__
