@@ -266,12 +266,23 @@ void activation_backward_rows(const Shape& shape, const T* kept, const T* slab_p
 // Matrix products of row blocks. float32 ones run on oneDNN's small-matrix kernel
 // (cpublas::brgemm): on (256 x 40) x (40 x 40) blocks it measured 70-78 GFLOP/s per core where
 // MKL's sgemm behind at::mm gave 45-67 (AMD EPYC, AVX2). float64 (the tests' reference dtype) and
-// torch builds without that kernel use at::mm on views of the block.
+// torch builds without that kernel use at::mm on views of the block. torch announces the
+// float32 kernel with CPUBLAS_BRGEMM_F32F32F32; older releases (torch >= 2.4 is allowed) lack it.
+// c (M, N) = a (M, K) b (K, N), plus c if `add`; row-major with leading dimensions.
+void brgemm_float(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                  bool add, const float* a, const float* b, float* c) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, false);
+#else
+  TORCH_CHECK(false, "dcnn fused MLP jet: this torch has no float32 brgemm");
+#endif
+}
+
 bool brgemm_available() {
   static const bool available = [] {
     try {
       float a = 2.0f, b = 3.0f, c = 0.0f;
-      at::native::cpublas::brgemm(1, 1, 1, 1, 1, 1, false, &a, &b, &c, false);
+      brgemm_float(1, 1, 1, 1, 1, 1, false, &a, &b, &c);
       return c == 6.0f;
     } catch (const std::exception&) {
       return false;
@@ -305,7 +316,7 @@ void block_product(const T* a, int64_t rows, int64_t K, const T* b, int64_t N, T
   if (rows == 0) return;
   if constexpr (std::is_same_v<T, float>) {
     if (brgemm_available()) {
-      at::native::cpublas::brgemm(rows, N, K, K, N, N, false, a, b, out, false);
+      brgemm_float(rows, N, K, K, N, N, false, a, b, out);
       return;
     }
   }
@@ -390,7 +401,7 @@ void add_transposed_product(const T* g, int64_t rows, int64_t G, const T* x, int
       thread_local std::vector<float> g_t;
       g_t.resize(G * rows);
       transpose(g, rows, G, g_t.data());
-      at::native::cpublas::brgemm(G, X, rows, rows, X, X, true, g_t.data(), x, out, false);
+      brgemm_float(G, X, rows, rows, X, X, true, g_t.data(), x, out);
       return;
     }
   }
