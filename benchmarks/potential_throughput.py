@@ -19,7 +19,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dcnn.models.forces import EnergyForceModel
-from dcnn.train import CONFIG_DIR, build_potential
+from dcnn.paths import CONFIG_DIR
+from dcnn.train import build_potential
 
 
 def _setup(overrides: list[str]):

@@ -25,7 +25,7 @@ def data_root() -> Path:
     """Folder holding the real rmd17/ and oc20/ data (DCNN_DATA_ROOT or ../shared/data)."""
     from_env = os.environ.get("DCNN_DATA_ROOT")
     if from_env:
-        root = Path(from_env).expanduser()
+        root = Path(from_env).expanduser().resolve()
         missing = _missing_data(root)
         if missing:
             pytest.fail(f"DCNN_DATA_ROOT={from_env} lacks the test data files: {missing}")

@@ -15,12 +15,13 @@ SWEEPS = REPO / "sweeps"
 def compose_train(
     overrides: list[str] = (), hydra_config: bool = False, searchpath: list[Path] = ()
 ) -> DictConfig:
-    """Compose conf/train.yaml as dcnn-train does (sweeps/ and ``searchpath`` searched)."""
-    paths = ",".join(f"file://{p}" for p in (REPO, *searchpath))
+    """Compose conf/train.yaml as dcnn-train does (sweeps/ comes from dcnn's search-path plugin)."""
+    paths = ",".join(f"file://{p}" for p in searchpath)
+    extra = [f"hydra.searchpath=[{paths}]"] if searchpath else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             "train",
-            overrides=[f"hydra.searchpath=[{paths}]", *overrides],
+            overrides=[*extra, *overrides],
             return_hydra_config=hydra_config,
         )
 

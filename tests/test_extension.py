@@ -70,7 +70,6 @@ def test_user_activation_model_and_reader_from_yaml_files(tmp_path, data_root, m
             "dataset=my_ethanol",
             "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false",
-            "logger=none",
         ],
         searchpath=[user_conf],
     )

@@ -63,9 +63,7 @@ def test_tiny_training_on_aspirin_lowers_the_loss_and_writes_metrics(tmp_path):
 
 def test_baseline_metrics_are_in_dataset_units(tmp_path):
     """Rescaled and raw-label runs must report in kcal/mol: compare against label spread."""
-    cfg = compose_train(
-        [*TINY, "experiment=md17_standardized", "logger=none", "trainer.max_epochs=1"]
-    )
+    cfg = compose_train([*TINY, "experiment=md17_standardized", "trainer.max_epochs=1"])
     record = run(cfg, tmp_path)
     # A standardized model starts near the mean energy: errors are a few kcal/mol, not 1e-3.
     assert 0.5 < record["test"]["energy_mae"] < 100
@@ -74,7 +72,7 @@ def test_baseline_metrics_are_in_dataset_units(tmp_path):
 
 def test_diverged_run_is_recorded_and_does_not_raise(tmp_path):
     # A scale of 1e-300 turns every label into inf: the first loss is not finite.
-    cfg = compose_train([*TINY, "rescaling=fixed", "rescaling.scale=1e-300", "logger=none"])
+    cfg = compose_train([*TINY, "rescaling=fixed", "rescaling.scale=1e-300"])
     result = run(cfg, tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert result["status"] == record["status"] == "diverged"
@@ -82,7 +80,7 @@ def test_diverged_run_is_recorded_and_does_not_raise(tmp_path):
 
 
 def test_failed_run_is_recorded_and_raised(tmp_path):
-    cfg = compose_train([*TINY, "dataset.molecule=unobtainium", "logger=none"])
+    cfg = compose_train([*TINY, "dataset.molecule=unobtainium"])
     with pytest.raises(Exception, match="unobtainium"):
         run(cfg, tmp_path)
     record = json.loads((tmp_path / "metrics.json").read_text())
@@ -91,7 +89,7 @@ def test_failed_run_is_recorded_and_raised(tmp_path):
 
 def test_missing_data_root_explains_where_to_get_data(tmp_path, monkeypatch):
     monkeypatch.delenv("DCNN_DATA_ROOT")
-    cfg = compose_train([*TINY, "logger=none"])
+    cfg = compose_train([*TINY])
     with pytest.raises(DataNotFoundError, match="DCNN_DATA_ROOT") as info:
         run(cfg, tmp_path)
     assert "figshare" in str(info.value)
@@ -118,7 +116,6 @@ def test_cli_multirun_writes_one_metrics_file_per_job(tmp_path):
         "loss.beta=1,100",
         *TINY,
         "trainer.max_epochs=1",
-        "logger=none",
         f"hydra.sweep.dir={tmp_path}",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=os.environ)

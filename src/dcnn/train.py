@@ -1,7 +1,10 @@
 """`dcnn-train`: the Hydra application that runs one training job (or a multirun of them).
 
 Every job, whatever happens to it, leaves ``metrics.json`` in its output folder with status
-``ok``, ``diverged`` (non-finite loss: recorded, the sweep goes on) or ``failed`` (re-raised).
+``ok``, ``diverged`` (non-finite or exploding loss: recorded, the sweep goes on),
+``interrupted`` (stopped by a signal, with a checkpoint to resume from) or ``failed``
+(re-raised). Relaunching the same command into the same folder skips finished jobs and resumes
+interrupted ones (``dcnn.runs.folder``).
 """
 
 from __future__ import annotations
@@ -9,34 +12,46 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from dcnn.build import build_model, config_to_dict
-from dcnn.runlog import build_logger, finish_wandb, run_name, write_metrics
+from dcnn.paths import CONFIG_DIR
+from dcnn.runs import ddp, slots
+from dcnn.runs.checkpoint import RunCheckpoint, last_checkpoint
+from dcnn.runs.folder import (
+    Launch,
+    end_launch,
+    follow_launch,
+    parse_rerun,
+    plan_launch,
+    write_launch,
+)
+from dcnn.runs.hydra_hooks import SweepHooks
+from dcnn.runs.interrupt import InterruptGuard, RunInterrupted, exit_interrupted, signal_name
+from dcnn.runs.loggers import build_loggers, finish_wandb, run_name, sweep_group
+from dcnn.runs.record import CONFIG_FILE, write_metrics
 from dcnn.tasks.common import DivergedError
 from dcnn.tasks.weighting import build_weighting
 
 log = logging.getLogger("dcnn")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "conf"
-# `sweeps/` sits beside `conf/`; adding the repository root to Hydra's search path makes
-# `sweeps=<name>` a config group without copying sweep files into conf/.
-SEARCHPATH_OVERRIDE = f"hydra.searchpath=[file://{REPO_ROOT}]"
 
-
-def _optimizer_parts(cfg: DictConfig) -> dict:
+def _task_parts(cfg: DictConfig) -> dict:
     return {
         "weighting": build_weighting(**cfg.weighting),
         "optimizer": hydra.utils.instantiate(cfg.optimizer),
         "scheduler": None if cfg.scheduler is None else hydra.utils.instantiate(cfg.scheduler),
         "scheduler_interval": cfg.scheduler_interval,
+        "divergence_ratio": cfg.divergence_ratio,
     }
 
 
@@ -61,9 +76,9 @@ def build_potential(cfg: DictConfig):
         scale=cfg.rescaling.get("scale"),
     )
     task = PotentialTask(
-        model, scaler, cfg.loss.alpha, cfg.loss.beta, cfg.loss.kind, **_optimizer_parts(cfg)
+        model, scaler, cfg.loss.alpha, cfg.loss.beta, cfg.loss.kind, **_task_parts(cfg)
     )
-    info = {"data": datamodule.describe(), "rescaling": scaler.describe()}
+    info = {"data": datamodule.describe(), "label_scaler": scaler.describe()}
     return datamodule, task, datamodule.units, report, info
 
 
@@ -71,7 +86,7 @@ def build_pinn(cfg: DictConfig):
     """DataModule, PinnTask, units and surgery report of a PINN run."""
     from dcnn.tasks.pinn import build_pinn_run
 
-    return build_pinn_run(cfg, _optimizer_parts(cfg))
+    return build_pinn_run(cfg, _task_parts(cfg))
 
 
 BUILDERS = {"potential": build_potential, "pinn": build_pinn}
@@ -84,61 +99,150 @@ def _test_metrics(results: list[dict[str, float]]) -> dict[str, float]:
     return merged
 
 
+def _decide(output_dir: Path, cfg: DictConfig, config: dict) -> Launch:
+    """This launch's decision: made by the main process, followed by the others."""
+    if not ddp.is_main_process():
+        job = ddp.published_job()
+        return Launch.from_dict(job["launch"]) if job else follow_launch(output_dir)
+    launch = plan_launch(output_dir, config, parse_rerun(cfg.rerun), cfg.ckpt_path)
+    if launch.action != "skip":
+        write_launch(output_dir, launch)
+    return launch
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    return int(state["global_step"])
+
+
+def _trainer_plugins() -> list:
+    # Under SLURM the run's own signal handling checkpoints and stops (and submitit requeues);
+    # Lightning's automatic requeue would save a second kind of checkpoint.
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def run(
-    cfg: DictConfig, output_dir: Path, overrides: list[str] | None = None, group: str | None = None
+    cfg: DictConfig,
+    output_dir: Path,
+    overrides: list[str] | None = None,
+    group: str | None = None,
+    hydra_overrides: list[str] | None = None,
+    resources: dict | None = None,
 ) -> dict:
-    """Run one job and write ``output_dir/metrics.json``; returns what was written."""
+    """Run one job in ``output_dir`` and write its ``metrics.json``; returns what was written
+    (or, for a skipped job, what the folder already held, with ``skipped: True``).
+
+    Raises ``RunInterrupted`` after recording an interrupted run.
+    """
     start = time.time()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     if cfg.task not in BUILDERS:
         raise ValueError(f"task={cfg.task!r}; expected one of {sorted(BUILDERS)}")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config = config_to_dict(cfg)
+    main_process = ddp.is_main_process()
+    launch = _decide(output_dir, cfg, config)
+    if launch.action == "skip":
+        record = launch.record or {}
+        print(f"[dcnn] skipped {output_dir}: {launch.message}", flush=True)
+        return {**record, "skipped": True}
+    if launch.message and main_process:
+        print(f"[dcnn] {output_dir}: {launch.message}", flush=True)
+    if main_process:
+        (output_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    status, error, trainer, task = "failed", None, None, None
+    status, error, trainer, task, signum = "failed", None, None, None, None
     units: dict[str, str] = {}
     test: dict[str, float] = {}
     info: dict = {}
-    try:
-        datamodule, task, units, report, info = BUILDERS[cfg.task](cfg)
-        (output_dir / "surgery.txt").write_text(report.summary() + "\n")
-        log.info("model changes:\n%s", report.summary())
-        config = {**config_to_dict(cfg), "surgery": report.to_dict(), **info}
-        logger = build_logger(cfg, output_dir, run_name(overrides or []), group, config)
-        callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-        trainer = hydra.utils.instantiate(
-            cfg.trainer,
-            logger=logger if logger is not None else False,
-            callbacks=callbacks,
-            default_root_dir=str(output_dir),
-            inference_mode=False,  # forces and PDE residuals need gradients at test time
-        )
-        trainer.fit(task, datamodule=datamodule)
-        test = _test_metrics(trainer.test(task, datamodule=datamodule, verbose=False))
-        status = "ok"
-    except DivergedError as exc:
-        status, error = "diverged", str(exc)
-        log.warning("run diverged: %s", exc)
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        if trainer is None or trainer.is_global_zero:
-            record_path = write_metrics(
+    job_environment = (
+        ddp.job_environment(output_dir, overrides or [], hydra_overrides or [], launch.to_dict())
+        if main_process
+        else nullcontext()
+    )
+    with InterruptGuard() as guard, job_environment:
+        try:
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule, task, units, report, info = BUILDERS[cfg.task](cfg)
+            if main_process:
+                (output_dir / "surgery.txt").write_text(report.summary() + "\n")
+            log.info("model changes:\n%s", report.summary())
+            resume_step = None if launch.checkpoint is None else _checkpoint_step(launch.checkpoint)
+            loggers = build_loggers(
+                cfg,
                 output_dir,
-                status=status,
-                task=cfg.task,
-                units=units,
-                test=test,
-                train_last=getattr(task, "last_train_terms", {}),
-                epochs=trainer.current_epoch if trainer is not None else 0,
-                wall_seconds=time.time() - start,
-                error=error,
-                extra={"info": info} if info else None,
+                run_name(overrides or []),
+                group,
+                {**config, "surgery": report.to_dict(), **info},
+                resume_step,
             )
-            _print_summary(status, test, units, record_path)
-        finish_wandb()
+            checkpoint = RunCheckpoint(output_dir, cfg.checkpoint_every_n_steps, guard)
+            callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+            trainer = hydra.utils.instantiate(
+                cfg.trainer,
+                logger=loggers,
+                callbacks=[checkpoint, *callbacks],
+                default_root_dir=str(output_dir),
+                inference_mode=False,  # forces and PDE residuals need gradients at test time
+                use_distributed_sampler=False,  # the loaders shard training data themselves
+                plugins=_trainer_plugins(),
+            )
+            # The run's own checkpoints (or one the user named) hold RNG and loop state.
+            trainer.fit(
+                task, datamodule=datamodule, ckpt_path=launch.checkpoint, weights_only=False
+            )
+            if guard.signum is not None:  # came during the last step: stop before testing
+                raise RunInterrupted(guard.signum)
+            test = _test_metrics(trainer.test(task, datamodule=datamodule, verbose=False))
+            status = "ok"
+        except DivergedError as exc:
+            status, error = "diverged", str(exc)
+            log.warning("run diverged: %s", exc)
+        except RunInterrupted as exc:
+            status, signum = "interrupted", exc.signum
+        except SystemExit as exc:
+            if guard.signum is None:
+                error = f"SystemExit: {exc}"
+                raise
+            status, signum = "interrupted", guard.signum  # Lightning's exit on a second Ctrl-C
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            guard.deferring = True  # a further signal must not cut the record short
+            if trainer is not None:
+                for logger in trainer.loggers:
+                    logger.finalize(status)
+            if main_process:
+                extra = {"info": info, "launch": launch.to_dict()}
+                if resources:
+                    extra["resources"] = resources
+                if status == "interrupted":
+                    extra["interrupted"] = {
+                        "signal": signal_name(signum),
+                        "step": trainer.global_step if trainer is not None else 0,
+                        "checkpoint": str(saved)
+                        if (saved := last_checkpoint(output_dir)).is_file()
+                        else None,
+                    }
+                record_path = write_metrics(
+                    output_dir,
+                    status=status,
+                    task=cfg.task,
+                    units=units,
+                    test=test,
+                    train_last=getattr(task, "last_train_terms", {}),
+                    epochs=trainer.current_epoch if trainer is not None else 0,
+                    wall_seconds=time.time() - start,
+                    error=error,
+                    extra=extra,
+                )
+                end_launch(output_dir, status)
+                _print_summary(status, test, units, record_path)
+            finish_wandb(status)
+            if status == "interrupted" and trainer is not None:
+                ddp.stop_extra_processes(trainer)
+    if status == "interrupted":
+        raise RunInterrupted(signum)
     return {"status": status, "test": test, "units": units}
 
 
@@ -151,19 +255,98 @@ def _print_summary(status: str, test: dict[str, float], units: dict[str, str], p
     print(f"[dcnn] status={status}  " + "  ".join(parts) + f"\n[dcnn] metrics: {path}", flush=True)
 
 
+def _parallel_slot(hydra_cfg, cfg: DictConfig):
+    """The device slot of a job of ``hydra/launcher=local_parallel`` (None otherwise)."""
+    launcher = hydra_cfg.launcher
+    if hydra_cfg.mode != RunMode.MULTIRUN or not str(launcher.get("_target_", "")).endswith(
+        "JoblibLauncher"
+    ):
+        return None, None
+    n_jobs = int(launcher.n_jobs)
+    slot = slots.claim_slot(Path(hydra_cfg.sweep.dir), n_jobs)
+    resources = slots.slot_resources(
+        slot.index,
+        n_jobs,
+        str(cfg.trainer.accelerator),
+        torch.cuda.device_count(),
+        slots.available_cpus(),
+    )
+    if "devices" in resources and cfg.trainer.devices in (1, "1", "auto"):
+        cfg.trainer.devices = resources["devices"]
+    if "threads" in resources:
+        torch.set_num_threads(resources["threads"])
+    return slot, resources
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     group = cfg.group
-    if group is None and hydra_cfg.mode == RunMode.MULTIRUN:
-        group = Path(hydra_cfg.sweep.dir).name
-    run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task), group)
+    if group is None and multirun:
+        group = sweep_group(Path(hydra_cfg.sweep.dir))
+    slot, resources = _parallel_slot(hydra_cfg, cfg)
+    try:
+        result = run(
+            cfg,
+            Path(hydra_cfg.runtime.output_dir),
+            list(hydra_cfg.overrides.task),
+            group,
+            list(hydra_cfg.overrides.hydra),
+            resources,
+        )
+    except RunInterrupted as stopped:
+        if ddp.is_main_process():
+            exit_interrupted(stopped.signum)
+        return  # the other DDP processes end quietly: the main one exits with the status
+    finally:
+        if slot is not None:
+            slot.release()
+    if not multirun and result["status"] != "ok":
+        raise SystemExit(1)
+
+
+def hydra_flags_first(arguments: list[str]) -> list[str]:
+    """``arguments`` with Hydra's flags (and their values) moved before the overrides.
+
+    argparse rejects a flag between positional arguments (``a=1 -m b=2``); users put ``-m`` or
+    ``--cfg job`` anywhere, so the flags Hydra's own parser defines are moved to the front.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    actions = {
+        option: action for action in get_args_parser()._actions for option in action.option_strings
+    }
+    flags: list[str] = []
+    overrides: list[str] = []
+    remaining = iter(arguments)
+    for argument in remaining:
+        action = actions.get(argument.split("=", 1)[0]) if argument.startswith("-") else None
+        if action is None:
+            overrides.append(argument)
+            continue
+        flags.append(argument)
+        if "=" in argument or action.nargs == 0:
+            continue
+        value = next(remaining, None)
+        if value is None:
+            continue
+        if action.nargs == "?" and value not in (action.choices or ()):
+            overrides.append(value)  # `--info` alone: the next word is an override
+        else:
+            flags.append(value)
+    return flags + overrides
 
 
 def main() -> None:
-    if not any(arg.startswith("hydra.searchpath") for arg in sys.argv[1:]):
-        sys.argv.append(SEARCHPATH_OVERRIDE)
+    job = ddp.published_job()
+    if job is not None:  # a DDP process Lightning started: run the main process's job
+        sys.argv = [sys.argv[0], *ddp.job_argv(job)]
+    sys.argv = [sys.argv[0], *hydra_flags_first(sys.argv[1:])]
     _hydra_main()
+    outcome = SweepHooks.outcome
+    if outcome is not None and set(outcome) - {"ok"}:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

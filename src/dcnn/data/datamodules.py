@@ -8,7 +8,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, split_indices
+from dcnn.data.loaders import EpochOrder, ResumableLoader, evaluation_loader, training_loader
 from dcnn.data.readers import load_atoms, resolve_data_path
+
+
+def _rank_and_world(datamodule: pl.LightningDataModule) -> tuple[int, int]:
+    trainer = datamodule.trainer
+    return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
 
 class AtomsDataModule(pl.LightningDataModule):
@@ -45,6 +51,7 @@ class AtomsDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.seed = seed
         self.collate = AtomsCollate(cutoff)
 
     @property
@@ -54,24 +61,33 @@ class AtomsDataModule(pl.LightningDataModule):
     def split(self, name: str) -> AtomsData:
         return self.data.subset(self.splits[name])
 
-    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            AtomsDataset(self.split(name)),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+    def _options(self) -> dict:
+        return {
+            "collate_fn": self.collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+
+    def train_dataloader(self) -> ResumableLoader:
+        """``batch_size`` frames per step in all, split evenly over DDP processes."""
+        rank, world_size = _rank_and_world(self)
+        dataset = AtomsDataset(self.split("train"))
+        return training_loader(
+            dataset,
+            self.batch_size,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            **self._options(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        dataset = AtomsDataset(self.split("val"))
+        return evaluation_loader(dataset, self.eval_batch_size, seed=self.seed, **self._options())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        dataset = AtomsDataset(self.split("test"))
+        return evaluation_loader(dataset, self.eval_batch_size, seed=self.seed, **self._options())
 
     def describe(self) -> dict:
         return {
@@ -108,11 +124,10 @@ class PinnDataModule(pl.LightningDataModule):
         self.points = problem.training_points()
         self.steps_per_epoch = steps_per_epoch
 
-    def _loader(self, steps: int) -> DataLoader:
-        return DataLoader(RepeatedBatch(self.points, steps), batch_size=1, collate_fn=_single)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.steps_per_epoch)
+    def train_dataloader(self) -> ResumableLoader:
+        # Every process takes every step on the full batch (no sharding of a single batch).
+        steps = RepeatedBatch(self.points, self.steps_per_epoch)
+        return ResumableLoader(steps, EpochOrder(len(steps), shuffle=False), 1, collate_fn=_single)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(1)
+        return DataLoader(RepeatedBatch(self.points, 1), batch_size=1, collate_fn=_single)

@@ -1,4 +1,5 @@
-"""What both tasks share: divergence detection, optimizer set-up, per-term logging."""
+"""What both tasks share: divergence detection, optimizer set-up, per-term logging, and the
+training state a checkpoint must carry besides the weights (for an exact resume)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 
 class DivergedError(RuntimeError):
-    """Training produced a non-finite loss; the run is recorded as diverged."""
+    """Training produced a non-finite or exploding loss; the run is recorded as diverged."""
 
 
 LOSS_KINDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -30,7 +31,12 @@ def loss_function(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 class DerivativeTask(pl.LightningModule):
-    """Base LightningModule: combines named loss terms through a weighting strategy."""
+    """Base LightningModule: combines named loss terms through a weighting strategy.
+
+    A run diverges when its loss is not finite, or when the sum of its unweighted loss terms
+    exceeds ``divergence_ratio`` times its value at the first training step (a blow-up that
+    never reaches NaN; adaptive weights do not count, since the terms are unweighted).
+    """
 
     def __init__(
         self,
@@ -39,37 +45,78 @@ class DerivativeTask(pl.LightningModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
+        divergence_ratio: float | None = 1e6,
     ) -> None:
         super().__init__()
+        if divergence_ratio is not None and not divergence_ratio > 1:
+            raise ValueError(
+                f"divergence_ratio={divergence_ratio}; expected a number above 1 (how many times "
+                "its first value the training loss may grow) or null for no bound"
+            )
         self.weights = dict(weights)
         self.weighting = weighting
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.divergence_ratio = divergence_ratio
+        self.first_train_loss: float | None = None
         self.last_train_terms: dict[str, float] = {}
+
+    def _check_divergence(self, stage: str, total: float, terms: dict[str, float]) -> None:
+        described = ", ".join(f"{name}={value:.6g}" for name, value in terms.items())
+        if not math.isfinite(total):
+            raise DivergedError(f"non-finite {stage} loss at step {self.global_step}: {described}")
+        if stage != "train":
+            return
+        unweighted = sum(terms.values())
+        if self.first_train_loss is None:
+            self.first_train_loss = unweighted
+        elif self.divergence_ratio and unweighted > self.divergence_ratio * self.first_train_loss:
+            raise DivergedError(
+                f"train loss terms sum to {unweighted:.6g} at step {self.global_step}, over "
+                f"divergence_ratio={self.divergence_ratio:g} times their first value "
+                f"{self.first_train_loss:.6g} ({described})"
+            )
 
     def combine_terms(self, terms: Mapping[str, Tensor], stage: str, batch_size: int) -> Tensor:
         total, used = self.weighting.combine(terms, self.weights, self, self.global_step)
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        total_value = float(total.detach())
-        if not math.isfinite(total_value):
-            raise DivergedError(
-                f"non-finite {stage} loss at step {self.global_step}: "
-                + ", ".join(f"{name}={value}" for name, value in values.items())
-            )
-        # Epoch-level val/test values are averaged over all processes under DDP.
-        sync = stage != "train"
-        for name, value in terms.items():
-            self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size, sync_dist=sync)
+        # One transfer from the device per step; under DDP one all-reduce gives every process
+        # the mean over processes, so all of them log, and stop on divergence, alike.
+        stacked = torch.stack([total.detach(), *(value.detach() for value in terms.values())])
+        if stage == "train" and self.trainer.world_size > 1:
+            torch.distributed.all_reduce(stacked)
+            stacked = stacked / self.trainer.world_size
+        total_value, *term_values = stacked.tolist()
+        values = dict(zip(terms, term_values, strict=True))
+        self._check_divergence(stage, total_value, values)
         if stage == "train":
             self.last_train_terms = {**values, "loss": total_value}
+            for name, value in values.items():
+                self.log(f"train/{name}_loss", value, batch_size=batch_size)
             if self.global_step % self.trainer.log_every_n_steps == 0:  # weights change slowly
                 for name, weight in used.items():
                     self.log(f"weight/{name}", weight, batch_size=batch_size)
+            self.log("train/loss", total_value, prog_bar=True, batch_size=batch_size)
+            return total
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}_loss", value.detach(), batch_size=batch_size, sync_dist=True)
         self.log(
-            f"{stage}/loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=sync
+            f"{stage}/loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=True
         )
         return total
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["task_state"] = {
+            "weighting": self.weighting.state_dict(),
+            "first_train_loss": self.first_train_loss,
+            "last_train_terms": self.last_train_terms,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["task_state"]
+        self.weighting.load_state_dict(state["weighting"])
+        self.first_train_loss = state["first_train_loss"]
+        self.last_train_terms = dict(state["last_train_terms"])
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

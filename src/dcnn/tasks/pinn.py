@@ -33,9 +33,12 @@ class PinnTask(DerivativeTask):
         scheduler_interval: str = "step",
         derivative_method: str = "auto",
         eval_last_steps: int = 20,
+        divergence_ratio: float | None = 1e6,
     ) -> None:
         weights = {name: alpha if name in RESIDUAL_TERMS else beta for name in problem.term_names}
-        super().__init__(weights, weighting, optimizer, scheduler, scheduler_interval)
+        super().__init__(
+            weights, weighting, optimizer, scheduler, scheduler_interval, divergence_ratio
+        )
         self.model = model
         self.problem = problem
         self.derivative_method = derivative_method
@@ -56,7 +59,7 @@ class PinnTask(DerivativeTask):
         self.log_dict({f"test/{name}": value for name, value in metrics.items()}, batch_size=1)
 
 
-def build_pinn_run(cfg: DictConfig, optimizer_parts: dict):
+def build_pinn_run(cfg: DictConfig, task_parts: dict):
     """DataModule, PinnTask, units and surgery report of a PINN run, from the composed config."""
     from dcnn.build import build_model
     from dcnn.data.datamodules import PinnDataModule
@@ -98,7 +101,7 @@ def build_pinn_run(cfg: DictConfig, optimizer_parts: dict):
         cfg.loss.beta,
         derivative_method=cfg.get("derivative_method", "auto"),
         eval_last_steps=data.eval_last_steps,
-        **optimizer_parts,
+        **task_parts,
     )
     datamodule = PinnDataModule(problem, steps_per_epoch=data.steps_per_epoch)
     units = {"fields": "as stored in the file", "channels": ",".join(sample.channels)}

@@ -36,9 +36,15 @@ class PotentialTask(DerivativeTask):
         optimizer: Callable,
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
+        divergence_ratio: float | None = 1e6,
     ) -> None:
         super().__init__(
-            {"energy": alpha, "forces": beta}, weighting, optimizer, scheduler, scheduler_interval
+            {"energy": alpha, "forces": beta},
+            weighting,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            divergence_ratio,
         )
         self.model = EnergyForceModel(energy_model)
         self.scaler = scaler
@@ -52,6 +58,10 @@ class PotentialTask(DerivativeTask):
                 for name, make in METRICS.items()
             }
         )
+        # In the checkpoint: a run resumed mid-epoch reports that epoch's training metrics
+        # over all of its batches.
+        for metric in self.metrics.values():
+            metric.persistent(True)
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         energy, forces = self.model(batch, create_graph=stage == "train")

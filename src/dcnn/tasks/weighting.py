@@ -24,6 +24,12 @@ class FixedWeights:
         total = sum(weights[name] * value for name, value in terms.items())
         return total, {name: float(weights[name]) for name in terms}
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class LearningRateAnnealing:
     """Adaptive constraint weights of Wang, Teng & Perdikaris (2020), Algorithm 1.
@@ -92,6 +98,12 @@ class LearningRateAnnealing:
         used = {name: float(weights[name]) * self.lambdas[name] for name in terms}
         total = sum(used[name] * value for name, value in terms.items())
         return total, used
+
+    def state_dict(self) -> dict:
+        return {"lambdas": dict(self.lambdas)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lambdas = dict(state["lambdas"])
 
 
 def build_weighting(name: str, **options) -> FixedWeights | LearningRateAnnealing:
