@@ -397,3 +397,31 @@ def test_missing_config_is_named(tmp_path, capsys):
 def test_table_commands_need_runs_of_their_task(md17_sweep, capsys):
     code, _, err = _run(["pinn", str(md17_sweep)], capsys)
     assert code == 1 and "task=pinn" in err
+
+
+def test_fig1_of_runs_shorter_than_the_logging_interval_says_how_to_get_curves(tmp_path, capsys):
+    """A short sweep logs no training-loss row when trainer.log_every_n_steps exceeds its steps."""
+    sweep = _beta_sweep(tmp_path / "short", with_curves=False)
+    for index in ("0", "1", "2"):
+        (sweep / index / "csv").mkdir()
+        (sweep / index / "csv" / "metrics.csv").write_text("epoch,step,val/loss\n0,5,0.5\n")
+        config = yaml.safe_load((sweep / index / "config_resolved.yaml").read_text())
+        config["trainer"] = {"log_every_n_steps": 50}
+        (sweep / index / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = _run(["fig1", str(sweep), "--out", str(tmp_path / "fig.png")], capsys)
+    assert code == 0
+    assert "no training-loss rows in 0, 1, 2" in err
+    assert "trainer.log_every_n_steps=50" in err and "smaller trainer.log_every_n_steps" in err
+
+
+def test_runs_moved_aside_by_a_relaunch_are_not_reported(md17_sweep, capsys):
+    write_run(md17_sweep / "0" / "previous" / "1-failed", _config(), status="failed", error="x")
+    code, out, _ = _run(["runs", str(md17_sweep)], capsys)
+    assert code == 0 and "previous" not in out and "### 12 runs" in out
+
+
+def test_interrupted_runs_are_listed_with_their_status(tmp_path, capsys):
+    write_run(tmp_path / "0", _config(), test=_mae(1.0, 0.5))
+    write_run(tmp_path / "1", _config(seed=1), status="interrupted")
+    code, out, _ = _run(["runs", str(tmp_path)], capsys)
+    assert code == 0 and "| interrupted |" in out and "1 interrupted" in out

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, compose_train
+from helpers import TINY, compose_train, wait_for_wandb_run
 
 from dcnn.data.readers import DataNotFoundError
 from dcnn.train import run
-
-TINY = [
-    "dataset.n_train=60",
-    "dataset.n_val=20",
-    "dataset.n_test=40",
-    "dataset.batch_size=10",
-    "trainer.max_epochs=4",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "optimizer.lr=2e-3",
-    "model.hidden_channels=32",
-    "model.num_filters=32",
-    "model.num_interactions=2",
-    "model.num_gaussians=16",
-]
 
 
 def _train_losses(run_dir: Path) -> list[float]:
@@ -95,31 +77,48 @@ def test_missing_data_root_explains_where_to_get_data(tmp_path, monkeypatch):
     assert "figshare" in str(info.value)
 
 
-def test_wandb_offline_run_folder_holds_logged_metrics(tmp_path):
-    cfg = compose_train([*TINY, "logger=wandb", "trainer.max_epochs=1"])
-    run(cfg, tmp_path)
-    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    # The offline log is the protobuf record stream `wandb sync` uploads; keys are stored verbatim.
-    (log_file,) = run_dir.glob("run-*.wandb")
-    records = log_file.read_bytes()
-    for key in (b"train/energy_loss", b"val/energy_mae", b"test/force_mae", b"weight/forces"):
-        assert key in records, key
-    assert b"surgery" in records and b"irelu" in records  # resolved config + surgery report
+def _wandb_values(records, kind: str) -> dict[str, object]:
+    """The last value of each key of the W&B records of one kind (config or summary)."""
+    values = {}
+    for record in records:
+        if record.HasField(kind):
+            values.update({u.key: json.loads(u.value_json) for u in getattr(record, kind).update})
+    return values
 
 
-def test_cli_multirun_writes_one_metrics_file_per_job(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "dcnn.train",
-        "-m",
-        "loss.beta=1,100",
-        *TINY,
-        "trainer.max_epochs=1",
-        f"hydra.sweep.dir={tmp_path}",
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=os.environ)
-    assert done.returncode == 0, done.stderr[-3000:]
-    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/metrics.json"))]
-    assert [r["status"] for r in records] == ["ok", "ok"]
-    assert "energy_mae" in done.stdout
+def test_wandb_offline_run_holds_curves_config_status_and_group(tmp_path):
+    cfg = compose_train([*TINY, "logger=wandb", "trainer.max_epochs=1", "tags=[study]"])
+    run(cfg, tmp_path, ["loss.beta=30", "logger=wandb"], group="2026-12-01_15-26-31")
+    records = wait_for_wandb_run(tmp_path)  # the writer may still be flushing after finish()
+    history_keys = {
+        item.key or "/".join(item.nested_key)
+        for r in records
+        if r.HasField("history")
+        for item in r.history.item
+    }
+    assert {
+        "train/energy_loss",
+        "val/energy_mae",
+        "test/force_mae",
+        "weight/forces",
+    } <= history_keys
+    config = _wandb_values(records, "config")
+    assert config["rescaling"] == {"name": "standardize"}  # as the user wrote it ...
+    assert set(config["label_scaler"]) == {"scale", "shift_per_atom"}  # ... the fit beside it
+    assert config["activation"]["name"] == "irelu" and "surgery" in config
+    assert _wandb_values(records, "summary")["status"] == "ok"
+    (run_record,) = [r.run for r in records if r.HasField("run")]
+    assert run_record.run_group == "2026-12-01_15-26-31"
+    assert run_record.display_name == "loss.beta=30" and list(run_record.tags) == ["study"]
+    (exit_record,) = [r.exit for r in records if r.HasField("exit")]
+    assert exit_record.exit_code == 0
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # CSV is written beside W&B
+
+
+def test_a_diverged_wandb_run_says_so_and_closes_as_failed(tmp_path):
+    overrides = [*TINY, "logger=wandb", "rescaling=fixed", "rescaling.scale=1e-300"]
+    assert run(compose_train(overrides), tmp_path)["status"] == "diverged"
+    records = wait_for_wandb_run(tmp_path)
+    assert _wandb_values(records, "summary")["status"] == "diverged"
+    (exit_record,) = [r.exit for r in records if r.HasField("exit")]
+    assert exit_record.exit_code == 1

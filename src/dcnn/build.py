@@ -48,6 +48,12 @@ def build_model(
             f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"
         )
     target = model_cfg._target_
+    if activation_cfg.module is None and activation_cfg.scope is not None:
+        raise SurgeryError(
+            f"activation.scope={activation_cfg.scope!r} names modules to change, but "
+            f"activation={activation_cfg.name} keeps the model's own activations, so nothing "
+            "would change; choose an activation (e.g. activation=irelu) or drop activation.scope"
+        )
     factory: Callable[[], nn.Module] | None = (
         None if activation_cfg.module is None else hydra.utils.instantiate(activation_cfg.module)
     )

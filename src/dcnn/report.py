@@ -30,10 +30,8 @@ from statistics import fmean
 
 import yaml
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config_resolved.yaml"
-TRAINING_LOG = Path("csv") / "metrics.csv"
-STATUSES = ("ok", "diverged", "failed")
+from dcnn.runs.record import CONFIG_FILE, METRICS_FILE, PREVIOUS_DIR, STATUSES, TRAINING_LOG
+
 TASKS = ("potential", "pinn")
 
 Cell = str | int | float | None
@@ -215,13 +213,18 @@ def find_runs(folders: Sequence[Path]) -> list[Run]:
     """All runs under ``folders`` (each searched recursively), in natural order of their names.
 
     Names are relative to the folders' common parent (to the folder itself when only one is
-    given). A folder without any metrics.json is an error with exit code 2.
+    given). Runs that a relaunch moved aside (``previous/``) are not counted. A folder without
+    any metrics.json is an error with exit code 2.
     """
     run_folders: dict[Path, None] = {}  # ordered set: the same run reached twice counts once
     for folder in folders:
         if not folder.is_dir():
             raise ReportError(f"{folder}: no such folder", exit_code=2)
-        found = [path for path in sorted(folder.rglob(METRICS_FILE)) if path.is_file()]
+        found = [
+            path
+            for path in sorted(folder.rglob(METRICS_FILE))
+            if path.is_file() and PREVIOUS_DIR not in path.relative_to(folder).parts
+        ]
         if not found:
             raise ReportError(
                 f"{folder}: no {METRICS_FILE} in it or any subfolder; pass a dcnn-train output "
@@ -388,8 +391,9 @@ def runs_table(runs: Sequence[Run]) -> list[Table]:
         if with_errors:
             row.append(_short_error(run.error))
         rows.append(row)
+    counted = {status: sum(run.status == status for run in runs) for status in STATUSES}
     counts = ", ".join(
-        f"{sum(run.status == status for run in runs)} {status}" for status in STATUSES
+        f"{count} {status}" for status, count in counted.items() if count or status == "ok"
     )
     return [Table(columns, rows, title=f"{len(runs)} runs", notes=[f"runs: {counts}"])]
 
@@ -599,10 +603,17 @@ def pinn_tables(runs: Sequence[Run]) -> list[Table]:
 
 
 def read_training_curve(path: Path) -> tuple[list[int], list[float]]:
-    """(step, train/loss) pairs of a Lightning CSVLogger metrics.csv; rows without it skipped."""
+    """(step, train/loss) pairs of a Lightning CSVLogger metrics.csv; rows without it skipped.
+
+    A log without any training-loss row (a run shorter than trainer.log_every_n_steps) gives
+    an empty curve; a file that is not a dcnn-train log is an error.
+    """
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"step", "train/loss"} - set(reader.fieldnames or ())
+        columns = set(reader.fieldnames or ())
+        if "step" in columns and "train/loss" not in columns:
+            return [], []
+        missing = {"step", "train/loss"} - columns
         if missing:
             raise ReportError(
                 f"{path}: no column(s) {', '.join(sorted(missing))} (columns: "
@@ -656,13 +667,19 @@ def figure1(runs: Sequence[Run], out: Path) -> list[str]:
         if (run.folder / TRAINING_LOG).is_file()
     }
     without_log = [run.name for run in runs if run.name not in curves]
-    if not curves:
-        notes.append(
-            f"no {TRAINING_LOG.as_posix()} in any run (train with logger=csv): "
-            "plotted the test-MAE panel only"
-        )
-    elif without_log:
+    if without_log:
         notes.append(f"no {TRAINING_LOG.as_posix()} in {', '.join(without_log)}: curves missing")
+    without_rows = [name for name, (steps, _) in curves.items() if not steps]
+    if without_rows:
+        every = {str(_lookup(run.config, "trainer.log_every_n_steps")) for run in runs}
+        notes.append(
+            f"no training-loss rows in {', '.join(without_rows)}: the loss is logged every "
+            f"trainer.log_every_n_steps={'/'.join(sorted(every))} steps, more than these runs "
+            "trained; run them again with a smaller trainer.log_every_n_steps to plot their curves"
+        )
+    curves = {name: curve for name, curve in curves.items() if curve[0]}
+    if not curves:
+        notes.append("no training curve to plot: plotted the test-MAE panel only")
 
     figure = Figure(figsize=(11, 4.2) if curves else (5.5, 4.2), layout="constrained")
     FigureCanvasAgg(figure)

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, split_indices
+from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, DataError, split_indices
 from dcnn.data.loaders import EpochOrder, ResumableLoader, evaluation_loader, training_loader
 from dcnn.data.readers import load_atoms, resolve_data_path
 
@@ -46,6 +46,11 @@ class AtomsDataModule(pl.LightningDataModule):
             self.data.validate()
         else:
             self.data = load_atoms(format, self.source, **options)
+        if n_train < 1:
+            raise DataError(
+                f"dataset.n_train={n_train}: a run needs training frames; set dataset.n_train "
+                f"to at least 1 ({self.source} holds {len(self.data)} frames)"
+            )
         indices = split_indices(len(self.data), n_train, n_val, n_test, seed)
         self.splits = dict(zip(("train", "val", "test"), indices, strict=True))
         self.batch_size = batch_size

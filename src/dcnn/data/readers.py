@@ -48,21 +48,26 @@ class DataNotFoundError(DataError):
     """A data file or folder does not exist or cannot be located (no data root)."""
 
 
-def resolve_data_path(path: str | Path, data_root: str | Path | None) -> Path:
-    """Absolute paths are used as they are; relative ones are joined to ``data_root``."""
+def resolve_data_path(
+    path: str | Path, data_root: str | Path | None, advice: str = DOWNLOAD_ADVICE
+) -> Path:
+    """Absolute paths are used as they are; relative ones are joined to ``data_root``.
+
+    ``advice`` (where to get the data) ends the message when the path does not exist.
+    """
     path = Path(path).expanduser()
     if not path.is_absolute():
         if data_root is None:
             raise DataNotFoundError(
-                f"The data path '{path}' is relative, but no data root is set. {DOWNLOAD_ADVICE}"
+                f"The data path '{path}' is relative, but no data root is set. {advice}"
             )
         path = Path(data_root).expanduser() / path
-    return _require_exists(path.absolute())
+    return _require_exists(path.absolute(), advice)
 
 
-def _require_exists(path: Path) -> Path:
+def _require_exists(path: Path, advice: str = DOWNLOAD_ADVICE) -> Path:
     if not path.exists():
-        raise DataNotFoundError(f"Data path not found: {path.absolute()}. {DOWNLOAD_ADVICE}")
+        raise DataNotFoundError(f"Data path not found: {path.absolute()}. {advice}")
     return path
 
 

@@ -28,6 +28,11 @@ def last_checkpoint(run_folder: Path) -> Path:
     return Path(run_folder) / LAST_CHECKPOINT
 
 
+def _flush_loggers(trainer: pl.Trainer) -> None:
+    for logger in trainer.loggers:
+        logger.save()
+
+
 class RunCheckpoint(Checkpoint):
     """Keeps ``last_checkpoint(run_folder)`` current (see the module docstring).
 
@@ -62,6 +67,7 @@ class RunCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             os.replace(partial, self.path)
         self._saved_at_step = trainer.global_step
+        _flush_loggers(trainer)  # the curve up to the checkpoint survives even a SIGKILL
         return self.path
 
     def _signal_to_stop_on(self, trainer: pl.Trainer) -> int | None:
@@ -71,6 +77,9 @@ class RunCheckpoint(Checkpoint):
         if self.guard is not None:
             self.guard.install()  # over the SIGTERM handler Lightning set at fit start
             self.guard.deferring = True
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        _flush_loggers(trainer)  # the previous epoch's end-of-epoch rows, logged after its save
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # A signal during an epoch's last step, its validation or its end: the epoch-end

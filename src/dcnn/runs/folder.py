@@ -36,10 +36,9 @@ from pathlib import Path
 import yaml
 
 from dcnn.runs.checkpoint import CHECKPOINT_DIR, last_checkpoint
-from dcnn.runs.record import CONFIG_FILE, STATUSES, read_record
+from dcnn.runs.record import CONFIG_FILE, PREVIOUS_DIR, STATUSES, read_record
 
 LAUNCH_FILE = "launch.json"
-PREVIOUS_DIR = "previous"
 # Kept where they are when a run is moved aside: Hydra has already written this launch's
 # `.hydra/` and opened its log file (in append mode) before the job starts.
 KEPT_IN_PLACE = (PREVIOUS_DIR, ".hydra", LAUNCH_FILE)

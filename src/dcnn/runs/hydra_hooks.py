@@ -16,8 +16,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dcnn.runs.folder import PREVIOUS_DIR
-from dcnn.runs.record import METRICS_FILE, STATUSES, RecordError, read_record
+from dcnn.runs.record import METRICS_FILE, PREVIOUS_DIR, STATUSES, RecordError, read_record
 
 
 def job_statuses(sweep_dir: Path) -> Counter:

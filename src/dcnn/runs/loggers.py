@@ -21,7 +21,6 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 LOGGERS = ("csv", "wandb")
-TRAINING_LOG = Path("csv") / "metrics.csv"
 DEFAULT_SWEEP_ROOT = Path("outputs") / "multiruns"
 
 

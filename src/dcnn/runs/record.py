@@ -13,6 +13,8 @@ from pathlib import Path
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config_resolved.yaml"
+TRAINING_LOG = Path("csv") / "metrics.csv"
+PREVIOUS_DIR = "previous"  # runs a relaunch moved aside (dcnn.runs.folder)
 STATUSES = ("ok", "diverged", "interrupted", "failed")
 
 

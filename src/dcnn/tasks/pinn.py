@@ -77,7 +77,12 @@ def build_pinn_run(cfg: DictConfig, task_parts: dict):
         raise ValueError(
             f"loss={cfg.loss.kind}: PINN loss terms are mean squared residuals; use loss=mse"
         )
-    source = resolve_data_path(data.path, data.root)
+    advice = (
+        f"Make it with `dcnn-data {data.pde}` (PDEBench's layout; --full for PDEBench's sizes) "
+        "or download it from https://github.com/pdebench/PDEBench, into the folder that "
+        f"DCNN_PDE_DATA_ROOT (or pde_data_root=...) names; it is now {data.root}"
+    )
+    source = resolve_data_path(data.path, data.root, advice)
     sample = read_pdebench_sample(source, data.pde, sample_index=data.sample_index)
     problem = build_problem(
         sample,
