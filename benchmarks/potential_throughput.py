@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -20,14 +22,18 @@ from hydra import compose, initialize_config_dir
 
 from dcnn.models.forces import EnergyForceModel
 from dcnn.paths import CONFIG_DIR
-from dcnn.train import build_potential
+from dcnn.runs.checkpoint import RunCheckpoint
+from dcnn.runs.interrupt import InterruptGuard
+from dcnn.runs.loggers import RunCSVLogger
+from dcnn.tasks.potential import build_potential_run
+from dcnn.train import task_parts
 
 
 def _setup(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     torch.manual_seed(0)
-    datamodule, task, *_ = build_potential(cfg)
+    datamodule, task, *_ = build_potential_run(cfg, task_parts(cfg))
     return cfg, datamodule, task
 
 
@@ -49,20 +55,23 @@ class _StepTimer(pl.Callback):
 def framework_rate(overrides: list[str], warmup: int, steps: int, device: str) -> float:
     _, datamodule, task = _setup(overrides)
     timer = _StepTimer(warmup)
-    trainer = pl.Trainer(
-        accelerator=device,
-        devices=1,
-        max_steps=warmup + steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        enable_model_summary=False,
-        inference_mode=False,
-        callbacks=[timer],
-        log_every_n_steps=10,
-    )
-    trainer.fit(task, datamodule=datamodule)
+    with tempfile.TemporaryDirectory() as folder, InterruptGuard() as guard:
+        # What dcnn-train adds to Lightning: the CSV log, last.ckpt at every epoch end (every 50
+        # steps here) and the signal check after every step.
+        trainer = pl.Trainer(
+            accelerator=device,
+            devices=1,
+            max_steps=warmup + steps,
+            logger=RunCSVLogger(Path(folder)),
+            callbacks=[timer, RunCheckpoint(Path(folder), guard=guard)],
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            enable_model_summary=False,
+            inference_mode=False,
+            use_distributed_sampler=False,
+            log_every_n_steps=10,
+        )
+        trainer.fit(task, datamodule=datamodule)
     if device == "cuda":
         torch.cuda.synchronize()
     return timer.frames / (time.perf_counter() - timer.start)

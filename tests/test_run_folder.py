@@ -26,12 +26,11 @@ from dcnn.runs.folder import (
     plan_launch,
     write_launch,
 )
-from dcnn.runs.hydra_hooks import job_statuses
+from dcnn.runs.hydra_hooks import hydra_flags_first, job_statuses
 from dcnn.runs.loggers import sweep_group, wandb_run_id
 from dcnn.runs.record import write_metrics
 from dcnn.runs.resolvers import unique_dir
 from dcnn.runs.slots import claim_slot, slot_resources
-from dcnn.train import hydra_flags_first
 
 CONFIG = {"seed": 0, "optimizer": {"lr": 0.001}, "trainer": {"enable_progress_bar": False}}
 

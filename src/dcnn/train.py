@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from dcnn.build import build_model, config_to_dict
+from dcnn.build import config_to_dict
 from dcnn.paths import CONFIG_DIR
 from dcnn.runs import ddp, slots
 from dcnn.runs.checkpoint import RunCheckpoint, last_checkpoint
@@ -35,7 +36,7 @@ from dcnn.runs.folder import (
     plan_launch,
     write_launch,
 )
-from dcnn.runs.hydra_hooks import SweepHooks
+from dcnn.runs.hydra_hooks import SweepHooks, hydra_flags_first
 from dcnn.runs.interrupt import InterruptGuard, RunInterrupted, exit_interrupted, signal_name
 from dcnn.runs.loggers import build_loggers, finish_wandb, run_name, sweep_group
 from dcnn.runs.record import CONFIG_FILE, write_metrics
@@ -45,7 +46,8 @@ from dcnn.tasks.weighting import build_weighting
 log = logging.getLogger("dcnn")
 
 
-def _task_parts(cfg: DictConfig) -> dict:
+def task_parts(cfg: DictConfig) -> dict:
+    """What both tasks take from the config besides model and data."""
     return {
         "weighting": build_weighting(**cfg.weighting),
         "optimizer": hydra.utils.instantiate(cfg.optimizer),
@@ -55,41 +57,16 @@ def _task_parts(cfg: DictConfig) -> dict:
     }
 
 
-def build_potential(cfg: DictConfig):
-    """DataModule, PotentialTask, units and surgery report of an atomistic run."""
-    from dcnn.data.datamodules import AtomsDataModule
-    from dcnn.rescaling import fit_label_scaler
-    from dcnn.tasks.potential import PotentialTask
+def _builder(task: str):
+    if task == "potential":
+        from dcnn.tasks.potential import build_potential_run
 
-    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
-    if "_target_" in dataset:
-        datamodule = hydra.utils.instantiate(dataset, seed=cfg.seed)
-    else:
-        datamodule = AtomsDataModule(**dataset, seed=cfg.seed)
-    model, report = build_model(cfg.model, cfg.activation, cfg.normalization.name)
-    train = datamodule.split("train")
-    scaler = fit_label_scaler(
-        cfg.rescaling.name,
-        train.energy,
-        train.forces,
-        train.n_atoms(),
-        scale=cfg.rescaling.get("scale"),
-    )
-    task = PotentialTask(
-        model, scaler, cfg.loss.alpha, cfg.loss.beta, cfg.loss.kind, **_task_parts(cfg)
-    )
-    info = {"data": datamodule.describe(), "label_scaler": scaler.describe()}
-    return datamodule, task, datamodule.units, report, info
+        return build_potential_run
+    if task == "pinn":
+        from dcnn.tasks.pinn import build_pinn_run
 
-
-def build_pinn(cfg: DictConfig):
-    """DataModule, PinnTask, units and surgery report of a PINN run."""
-    from dcnn.tasks.pinn import build_pinn_run
-
-    return build_pinn_run(cfg, _task_parts(cfg))
-
-
-BUILDERS = {"potential": build_potential, "pinn": build_pinn}
+        return build_pinn_run
+    raise ValueError(f"task={task!r}; expected potential or pinn")
 
 
 def _test_metrics(results: list[dict[str, float]]) -> dict[str, float]:
@@ -121,6 +98,87 @@ def _trainer_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
+@dataclass
+class _Progress:
+    """What a run has built and measured so far: its record is written from it, whatever
+    stopped the run."""
+
+    trainer: pl.Trainer | None = None
+    task: pl.LightningModule | None = None
+    units: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+
+
+def _train_and_test(
+    cfg: DictConfig,
+    output_dir: Path,
+    launch: Launch,
+    guard: InterruptGuard,
+    progress: _Progress,
+    name: str,
+    group: str | None,
+) -> None:
+    datamodule, progress.task, progress.units, report, progress.info = _builder(cfg.task)(
+        cfg, task_parts(cfg)
+    )
+    if ddp.is_main_process():
+        (output_dir / "surgery.txt").write_text(report.summary() + "\n")
+    log.info("model changes:\n%s", report.summary())
+    resume_step = None if launch.checkpoint is None else _checkpoint_step(launch.checkpoint)
+    logged_config = {**config_to_dict(cfg), "surgery": report.to_dict(), **progress.info}
+    loggers = build_loggers(cfg, output_dir, name, group, logged_config, resume_step)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    progress.trainer = trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=loggers,
+        callbacks=[RunCheckpoint(output_dir, cfg.checkpoint_every_n_steps, guard), *callbacks],
+        default_root_dir=str(output_dir),
+        inference_mode=False,  # forces and PDE residuals need gradients at test time
+        use_distributed_sampler=False,  # the loaders shard training data themselves
+        plugins=_trainer_plugins(),
+    )
+    # The run's own checkpoints (or one the user named) hold RNG and loop state.
+    trainer.fit(
+        progress.task, datamodule=datamodule, ckpt_path=launch.checkpoint, weights_only=False
+    )
+    if guard.signum is not None:  # came during the last step: stop before testing
+        raise RunInterrupted(guard.signum)
+    progress.test = _test_metrics(trainer.test(progress.task, datamodule=datamodule, verbose=False))
+
+
+def _write_record(
+    output_dir: Path,
+    cfg: DictConfig,
+    progress: _Progress,
+    status: str,
+    error: str | None,
+    signum: int | None,
+    extra: dict,
+    wall_seconds: float,
+) -> Path:
+    trainer = progress.trainer
+    if status == "interrupted":
+        saved = last_checkpoint(output_dir)
+        extra["interrupted"] = {
+            "signal": signal_name(signum),
+            "step": trainer.global_step if trainer is not None else 0,
+            "checkpoint": str(saved) if saved.is_file() else None,
+        }
+    return write_metrics(
+        output_dir,
+        status=status,
+        task=cfg.task,
+        units=progress.units,
+        test=progress.test,
+        train_last=getattr(progress.task, "last_train_terms", {}),
+        epochs=trainer.current_epoch if trainer is not None else 0,
+        wall_seconds=wall_seconds,
+        error=error,
+        extra={"info": progress.info, **extra},
+    )
+
+
 def run(
     cfg: DictConfig,
     output_dir: Path,
@@ -136,24 +194,19 @@ def run(
     """
     start = time.time()
     output_dir = Path(output_dir)
-    if cfg.task not in BUILDERS:
-        raise ValueError(f"task={cfg.task!r}; expected one of {sorted(BUILDERS)}")
-    config = config_to_dict(cfg)
+    _builder(cfg.task)  # an unknown task fails before the folder is touched
     main_process = ddp.is_main_process()
-    launch = _decide(output_dir, cfg, config)
+    launch = _decide(output_dir, cfg, config_to_dict(cfg))
     if launch.action == "skip":
-        record = launch.record or {}
         print(f"[dcnn] skipped {output_dir}: {launch.message}", flush=True)
-        return {**record, "skipped": True}
-    if launch.message and main_process:
-        print(f"[dcnn] {output_dir}: {launch.message}", flush=True)
+        return {**(launch.record or {}), "skipped": True}
     if main_process:
+        if launch.message:
+            print(f"[dcnn] {output_dir}: {launch.message}", flush=True)
         (output_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    status, error, trainer, task, signum = "failed", None, None, None, None
-    units: dict[str, str] = {}
-    test: dict[str, float] = {}
-    info: dict = {}
+    progress = _Progress()
+    status, error, signum = "failed", None, None
     job_environment = (
         ddp.job_environment(output_dir, overrides or [], hydra_overrides or [], launch.to_dict())
         if main_process
@@ -162,37 +215,9 @@ def run(
     with InterruptGuard() as guard, job_environment:
         try:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
-            datamodule, task, units, report, info = BUILDERS[cfg.task](cfg)
-            if main_process:
-                (output_dir / "surgery.txt").write_text(report.summary() + "\n")
-            log.info("model changes:\n%s", report.summary())
-            resume_step = None if launch.checkpoint is None else _checkpoint_step(launch.checkpoint)
-            loggers = build_loggers(
-                cfg,
-                output_dir,
-                run_name(overrides or []),
-                group,
-                {**config, "surgery": report.to_dict(), **info},
-                resume_step,
+            _train_and_test(
+                cfg, output_dir, launch, guard, progress, run_name(overrides or []), group
             )
-            checkpoint = RunCheckpoint(output_dir, cfg.checkpoint_every_n_steps, guard)
-            callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-            trainer = hydra.utils.instantiate(
-                cfg.trainer,
-                logger=loggers,
-                callbacks=[checkpoint, *callbacks],
-                default_root_dir=str(output_dir),
-                inference_mode=False,  # forces and PDE residuals need gradients at test time
-                use_distributed_sampler=False,  # the loaders shard training data themselves
-                plugins=_trainer_plugins(),
-            )
-            # The run's own checkpoints (or one the user named) hold RNG and loop state.
-            trainer.fit(
-                task, datamodule=datamodule, ckpt_path=launch.checkpoint, weights_only=False
-            )
-            if guard.signum is not None:  # came during the last step: stop before testing
-                raise RunInterrupted(guard.signum)
-            test = _test_metrics(trainer.test(task, datamodule=datamodule, verbose=False))
             status = "ok"
         except DivergedError as exc:
             status, error = "diverged", str(exc)
@@ -209,44 +234,30 @@ def run(
             raise
         finally:
             guard.deferring = True  # a further signal must not cut the record short
-            if trainer is not None:
-                for logger in trainer.loggers:
+            if progress.trainer is not None:
+                for logger in progress.trainer.loggers:
                     logger.finalize(status)
             if main_process:
-                extra = {"info": info, "launch": launch.to_dict()}
-                if resources:
-                    extra["resources"] = resources
-                if status == "interrupted":
-                    extra["interrupted"] = {
-                        "signal": signal_name(signum),
-                        "step": trainer.global_step if trainer is not None else 0,
-                        "checkpoint": str(saved)
-                        if (saved := last_checkpoint(output_dir)).is_file()
-                        else None,
-                    }
-                record_path = write_metrics(
-                    output_dir,
-                    status=status,
-                    task=cfg.task,
-                    units=units,
-                    test=test,
-                    train_last=getattr(task, "last_train_terms", {}),
-                    epochs=trainer.current_epoch if trainer is not None else 0,
-                    wall_seconds=time.time() - start,
-                    error=error,
-                    extra=extra,
+                extra = {
+                    "launch": launch.to_dict(),
+                    **({"resources": resources} if resources else {}),
+                }
+                path = _write_record(
+                    output_dir, cfg, progress, status, error, signum, extra, time.time() - start
                 )
                 end_launch(output_dir, status)
-                _print_summary(status, test, units, record_path)
+                _print_summary(status, progress.test, progress.units, path)
             finish_wandb(status)
-            if status == "interrupted" and trainer is not None:
-                ddp.stop_extra_processes(trainer)
+            if status == "interrupted" and progress.trainer is not None:
+                ddp.stop_extra_processes(progress.trainer)
     if status == "interrupted":
         raise RunInterrupted(signum)
-    return {"status": status, "test": test, "units": units}
+    return {"status": status, "test": progress.test, "units": progress.units}
 
 
 def _print_summary(status: str, test: dict[str, float], units: dict[str, str], path: Path) -> None:
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
     shown = {
         k: v for k, v in test.items() if k in ("energy_mae", "force_mae", "rmse", "nrmse", "mse")
     }
@@ -304,38 +315,6 @@ def _hydra_main(cfg: DictConfig) -> None:
             slot.release()
     if not multirun and result["status"] != "ok":
         raise SystemExit(1)
-
-
-def hydra_flags_first(arguments: list[str]) -> list[str]:
-    """``arguments`` with Hydra's flags (and their values) moved before the overrides.
-
-    argparse rejects a flag between positional arguments (``a=1 -m b=2``); users put ``-m`` or
-    ``--cfg job`` anywhere, so the flags Hydra's own parser defines are moved to the front.
-    """
-    from hydra._internal.utils import get_args_parser
-
-    actions = {
-        option: action for action in get_args_parser()._actions for option in action.option_strings
-    }
-    flags: list[str] = []
-    overrides: list[str] = []
-    remaining = iter(arguments)
-    for argument in remaining:
-        action = actions.get(argument.split("=", 1)[0]) if argument.startswith("-") else None
-        if action is None:
-            overrides.append(argument)
-            continue
-        flags.append(argument)
-        if "=" in argument or action.nargs == 0:
-            continue
-        value = next(remaining, None)
-        if value is None:
-            continue
-        if action.nargs == "?" and value not in (action.choices or ()):
-            overrides.append(value)  # `--info` alone: the next word is an override
-        else:
-            flags.append(value)
-    return flags + overrides
 
 
 def main() -> None:

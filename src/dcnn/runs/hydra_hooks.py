@@ -1,5 +1,7 @@
-"""Hydra callbacks of dcnn (``hydra.callbacks`` in conf/train.yaml), run in the launching process.
+"""dcnn's side of Hydra: its command line, and its callbacks (``hydra.callbacks`` in
+conf/train.yaml), which run in the launching process.
 
+- ``hydra_flags_first``: Hydra's flags (``-m``, ``--cfg job``, ...) anywhere on the line.
 - Before a multirun: ``hydra/launcher=slurm`` on a machine without SLURM stops with a message
   that names the alternatives, instead of submitit's traceback.
 - After a multirun: one line per status, read from the jobs' metrics.json files, and the
@@ -58,3 +60,35 @@ class SweepHooks(Callback):
         order = [*STATUSES, "unreadable"]
         parts = ", ".join(f"{counts[status]} {status}" for status in order if counts[status])
         print(f"[dcnn] sweep {sweep_dir}: {sum(counts.values())} jobs: {parts}", flush=True)
+
+
+def hydra_flags_first(arguments: list[str]) -> list[str]:
+    """``arguments`` with Hydra's flags (and their values) moved before the overrides.
+
+    argparse rejects a flag between positional arguments (``a=1 -m b=2``); users put ``-m`` or
+    ``--cfg job`` anywhere, so the flags Hydra's own parser defines are moved to the front.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    actions = {
+        option: action for action in get_args_parser()._actions for option in action.option_strings
+    }
+    flags: list[str] = []
+    overrides: list[str] = []
+    remaining = iter(arguments)
+    for argument in remaining:
+        action = actions.get(argument.split("=", 1)[0]) if argument.startswith("-") else None
+        if action is None:
+            overrides.append(argument)
+            continue
+        flags.append(argument)
+        if "=" in argument or action.nargs == 0:
+            continue
+        value = next(remaining, None)
+        if value is None:
+            continue
+        if action.nargs == "?" and value not in (action.choices or ()):
+            overrides.append(value)  # `--info` alone: the next word is an override
+        else:
+            flags.append(value)
+    return flags + overrides

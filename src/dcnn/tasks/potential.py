@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
@@ -112,3 +113,31 @@ class PotentialTask(DerivativeTask):
     @enable_grad_for_eval
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+
+def build_potential_run(cfg: DictConfig, task_parts: dict):
+    """DataModule, PotentialTask, units, surgery report and facts of an atomistic run, from the
+    composed config (``task_parts``: weighting, optimizer, scheduler, divergence bound)."""
+    import hydra
+
+    from dcnn.build import build_model
+    from dcnn.data.datamodules import AtomsDataModule
+    from dcnn.rescaling import fit_label_scaler
+
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if "_target_" in dataset:
+        datamodule = hydra.utils.instantiate(dataset, seed=cfg.seed)
+    else:
+        datamodule = AtomsDataModule(**dataset, seed=cfg.seed)
+    model, report = build_model(cfg.model, cfg.activation, cfg.normalization.name)
+    train = datamodule.split("train")
+    scaler = fit_label_scaler(
+        cfg.rescaling.name,
+        train.energy,
+        train.forces,
+        train.n_atoms(),
+        scale=cfg.rescaling.get("scale"),
+    )
+    task = PotentialTask(model, scaler, cfg.loss.alpha, cfg.loss.beta, cfg.loss.kind, **task_parts)
+    info = {"data": datamodule.describe(), "label_scaler": scaler.describe()}
+    return datamodule, task, datamodule.units, report, info
