@@ -90,8 +90,8 @@ def bare_rate(overrides: list[str], warmup: int, steps: int, device: str) -> flo
                 start = time.perf_counter()
             batch = {key: value.to(device) for key, value in batch.items()}
             energy, forces = model(batch, create_graph=True)
-            target_e = scaler.encode_energy(batch["energy"], batch["n_atoms"])
-            target_f = scaler.encode_forces(batch["forces"])
+            target_e = scaler.encode_energy(batch["energy"], batch["n_atoms"]).to(energy.dtype)
+            target_f = scaler.encode_forces(batch["forces"]).to(forces.dtype)
             loss = (
                 alpha * (energy - target_e).abs().mean() + beta * (forces - target_f).abs().mean()
             )

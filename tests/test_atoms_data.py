@@ -221,7 +221,7 @@ def test_bad_options_name_the_value_and_the_choices(data_root, tmp_path):
         read_rmd17(data_root / "rmd17", "aspirin", label_source="dft")
     with pytest.raises(DataError, match=r"molecule 'caffeine'; molecules present: .*'aspirin'"):
         read_rmd17(data_root / "rmd17", "caffeine")
-    with pytest.raises(DataError, match=r"unknown format 'xyz', expected one of \['ase'"):
+    with pytest.raises(DataError, match=r"format='xyz' is not known; expected one of auto, rmd17"):
         load_atoms("xyz", data_root)
     no_labels = tmp_path / "no_labels.extxyz"
     ase.io.write(no_labels, [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])])
@@ -325,7 +325,8 @@ def test_collate_works_in_a_dataloader(oc20):
         AtomsDataset(oc20), batch_size=4, collate_fn=AtomsCollate(4.0)
     )
     batch = next(iter(loader))
-    assert batch["energy"].dtype == torch.float32 and batch["edge_shift"].dtype == torch.float32
+    assert batch["positions"].dtype == torch.float32 and batch["edge_shift"].dtype == torch.float32
+    assert batch["energy"].dtype == batch["forces"].dtype == torch.float64  # labels stay exact
     assert batch["n_atoms"].sum() == len(batch["numbers"])
     with pytest.raises(ValueError, match="cutoff must be a positive finite number"):
         AtomsCollate(-1.0)

@@ -38,15 +38,26 @@ def test_every_option_composes_and_resolves(group, option):
         assert OmegaConf.select(cfg, group) is not None
 
 
-def test_default_run_uses_the_three_techniques_on_aspirin():
+def test_default_run_uses_the_three_techniques_on_aspirin(data_root, monkeypatch):
+    from dcnn.data.datamodules import AtomsDataModule
+
+    monkeypatch.setenv("DCNN_DATA_ROOT", str(data_root))
     cfg = compose_train()
     assert (cfg.activation.name, cfg.normalization.name, cfg.rescaling.name) == (
         "irelu",
         "none",
         "standardize",
     )
-    assert cfg.dataset.molecule == "aspirin" and cfg.dataset.label_source == "md17"
     assert cfg.dataset.cutoff == cfg.model.cutoff
+    # The rMD17 folder with no molecule set: aspirin, original MD17 labels, 1000/200/1000 frames.
+    facts = AtomsDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True)).describe()
+    assert (facts["molecule"], facts["format"], facts["label_source"]) == (
+        "aspirin",
+        "rmd17",
+        "md17",
+    )
+    assert facts["units"]["energy"] == "kcal/mol"
+    assert (facts["n_train"], facts["n_val"], facts["n_test"]) == (1000, 200, 1000)
 
 
 def test_experiments_set_the_papers_variants_and_protocol_overlays():

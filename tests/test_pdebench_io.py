@@ -270,7 +270,7 @@ def test_wrong_pde_or_file_is_refused(files, tmp_path):
         read_pdebench_sample(tmp_path / "nothing.h5", "advection")
     not_hdf5 = tmp_path / "text.h5"
     not_hdf5.write_text("hello")
-    with pytest.raises(PdeDataError, match="not a readable HDF5 file"):
+    with pytest.raises(PdeDataError, match=r"text\.h5: not an HDF5 file.*dcnn-data advection"):
         read_pdebench_sample(not_hdf5, "advection")
     # An advection file read as CFD: the missing key is named.
     with pytest.raises(PdeDataError, match="missing dataset '/density'"):

@@ -99,9 +99,12 @@ class Run:
     wall_seconds: float
     config: dict
     error: str | None = None
+    data: dict = field(default_factory=dict)  # what the run read (metrics.json info.data)
 
     def setting(self, key: str) -> object:
         value = SETTINGS[key](self.config)
+        if value is None and key == "dataset.molecule":
+            value = self.data.get("molecule")  # unset: the molecule the data named
         # Lists or mappings (unusual here) become text so that values can be grouped on.
         if value is None or isinstance(value, str | int | float | bool):
             return value
@@ -201,6 +204,7 @@ def load_run(folder: Path, name: str) -> Run:
         wall_seconds=float(record["wall_seconds"]),
         config=config,
         error=record.get("error"),
+        data=dict((record.get("info") or {}).get("data") or {}),
     )
 
 

@@ -26,15 +26,17 @@ class LabelScaler(nn.Module):
             "shift_per_atom", torch.tensor(float(shift_per_atom), dtype=torch.float64)
         )
 
+    # Encoded labels are float64: the caller casts them to the model's precision only after the
+    # shift (MD17 energies of -4e5 kcal/mol in float32 carry steps of 1/32 kcal/mol).
     def encode_energy(self, energy: Tensor, n_atoms: Tensor) -> Tensor:
         shifted = energy.double() - self.shift_per_atom * n_atoms.double()
-        return (shifted / self.scale).to(energy.dtype)
+        return shifted / self.scale
 
     def decode_energy(self, energy: Tensor, n_atoms: Tensor) -> Tensor:
         return energy.double() * self.scale + self.shift_per_atom * n_atoms.double()
 
     def encode_forces(self, forces: Tensor) -> Tensor:
-        return (forces.double() / self.scale).to(forces.dtype)
+        return forces.double() / self.scale
 
     def decode_forces(self, forces: Tensor) -> Tensor:
         return forces.double() * self.scale

@@ -58,6 +58,7 @@ class AtomsData:
     frame_ids: np.ndarray
     units: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    unit_origin: str = ""
 
     def __post_init__(self) -> None:
         self.numbers = _as_array(self.source, "numbers", self.numbers, np.int64)
@@ -109,6 +110,7 @@ class AtomsData:
             frame_ids=self.frame_ids[indices],
             units=self.units,
             source=self.source,
+            unit_origin=self.unit_origin,
         )
 
     def validate(self) -> None:
@@ -203,6 +205,7 @@ class AtomsData:
             frame_ids=np.concatenate([part.frame_ids for part in parts]),
             units=units,
             source="; ".join(sources),
+            unit_origin=parts[0].unit_origin,
         )
 
 
@@ -236,7 +239,9 @@ class AtomsDataset(torch.utils.data.Dataset):
     """Torch dataset over an AtomsData; an item is one frame as a dict of tensors.
 
     Item keys: ``numbers`` (n,) int64, ``positions`` (n, 3), ``energy`` (), ``forces`` (n, 3),
-    ``cell`` (3, 3), ``pbc`` (3,) bool; floats are in ``dtype``.
+    ``cell`` (3, 3), ``pbc`` (3,) bool. Positions and cells are in ``dtype``; the labels stay in
+    float64, so that the label transform (a shift of ~4e5 kcal/mol for MD17) is exact before
+    anything is cast to the model's precision.
     """
 
     def __init__(self, data: AtomsData, dtype: torch.dtype = torch.float32) -> None:
@@ -248,8 +253,8 @@ class AtomsDataset(torch.utils.data.Dataset):
         self._offsets = data.offsets.tolist()
         self._numbers = torch.from_numpy(data.numbers)
         self._positions = torch.from_numpy(data.positions).to(dtype)
-        self._energy = torch.from_numpy(data.energy).to(dtype)
-        self._forces = torch.from_numpy(data.forces).to(dtype)
+        self._energy = torch.from_numpy(data.energy)
+        self._forces = torch.from_numpy(data.forces)
         self._cell = torch.from_numpy(data.cell).to(dtype)
         self._pbc = torch.from_numpy(data.pbc)
 

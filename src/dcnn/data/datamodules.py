@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, DataError, split_indices
+from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, split_indices
 from dcnn.data.loaders import EpochOrder, ResumableLoader, evaluation_loader, training_loader
-from dcnn.data.readers import load_atoms, resolve_data_path
+from dcnn.data.readers import resolve_data_path
+from dcnn.data.sources import read_frames, split_sizes
 
 
 def _rank_and_world(datamodule: pl.LightningDataModule) -> tuple[int, int]:
@@ -18,40 +18,45 @@ def _rank_and_world(datamodule: pl.LightningDataModule) -> tuple[int, int]:
 
 
 class AtomsDataModule(pl.LightningDataModule):
-    """Reads a dataset once, splits it with a seed, serves batches with neighbour lists."""
+    """Reads a dataset once (``dcnn.data.sources``), splits it with a seed, serves batches with
+    neighbour lists."""
 
     def __init__(
         self,
-        format: str,
         path: str,
         root: str | None,
         n_train: int,
-        n_val: int,
-        n_test: int | None,
         batch_size: int,
         eval_batch_size: int,
         cutoff: float,
+        format: str = "auto",
+        n_val: int | None = None,
+        n_test: int | None = None,
+        max_eval_frames: int = 1000,
         seed: int = 0,
         num_workers: int = 0,
         molecule: str | None = None,
         label_source: str | None = None,
+        energy_unit: str | None = None,
+        length_unit: str | None = None,
+        report_energy_unit: str | None = None,
     ) -> None:
         super().__init__()
         self.source = resolve_data_path(path, root)
-        options = {"molecule": molecule, "label_source": label_source}
-        options = {k: v for k, v in options.items() if v is not None}
-        # A dotted name is a user's own reader: ``reader(path, **options) -> AtomsData``.
-        if "." in format:
-            self.data: AtomsData = hydra.utils.get_method(format)(self.source, **options)
-            self.data.validate()
-        else:
-            self.data = load_atoms(format, self.source, **options)
-        if n_train < 1:
-            raise DataError(
-                f"dataset.n_train={n_train}: a run needs training frames; set dataset.n_train "
-                f"to at least 1 ({self.source} holds {len(self.data)} frames)"
-            )
-        indices = split_indices(len(self.data), n_train, n_val, n_test, seed)
+        self.frames = read_frames(
+            self.source,
+            format,
+            molecule,
+            label_source,
+            energy_unit,
+            length_unit,
+            report_energy_unit,
+        )
+        self.data: AtomsData = self.frames.data
+        sizes = split_sizes(
+            len(self.data), n_train, n_val, n_test, max_eval_frames, str(self.source)
+        )
+        indices = split_indices(len(self.data), *sizes, seed)
         self.splits = dict(zip(("train", "val", "test"), indices, strict=True))
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -95,9 +100,10 @@ class AtomsDataModule(pl.LightningDataModule):
         return evaluation_loader(dataset, self.eval_batch_size, seed=self.seed, **self._options())
 
     def describe(self) -> dict:
+        """What was read and how it was split (logged with the run, kept in metrics.json)."""
         return {
+            **self.frames.facts(),
             "source": str(self.source),
-            "frames": len(self.data),
             **{f"n_{name}": len(idx) for name, idx in self.splits.items()},
         }
 

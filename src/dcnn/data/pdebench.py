@@ -54,10 +54,19 @@ def read_pdebench_sample(path: str | Path, pde: str, sample_index: int = -10) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PDE data file not found: {path}")
+    expected = (
+        f"expected a PDEBench HDF5 file, as `dcnn-data {pde}` writes or PDEBench's downloads are"
+    )
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+    if start != b"\x89HDF\r\n\x1a\n":
+        raise PdeDataError(f"{path}: not an HDF5 file (it starts with {start!r}); {expected}")
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise PdeDataError(f"{path}: not a readable HDF5 file ({error})") from error
+        raise PdeDataError(
+            f"{path}: not a readable HDF5 file ({error}; damaged or cut short?); {expected}"
+        ) from error
     with handle:
         reader = {"advection": _read_advection, "cfd": _read_cfd, "diffreact": _read_diffreact}
         grids, fields, params = reader[pde](handle, path, sample_index)

@@ -2,8 +2,13 @@
 
 - rMD17 npz (``rmd17_<molecule>_{train,test}_NN.npz`` of andersx/rmd17-npz, or the figshare
   ``rmd17_<molecule>.npz``), with either the original MD17 or the revised labels;
-- original MD17 npz as downloaded from sgdml.org (keys R, E, F, z);
+- original MD17 / sGDML npz as downloaded from sgdml.org (keys R, E, F, z; units from its
+  ``e_unit`` / ``r_unit`` keys when present);
 - anything ASE can read with energies and forces (extxyz, traj, db), e.g. OC20 trajectories.
+
+``detect_format`` tells which from a file's keys or extension (``format: auto``). Each reader
+records the units of the numbers it read and whether the file said so or the format's convention
+was assumed (``AtomsData.unit_origin``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ DEFAULT_UNITS: dict[str, dict[str, str]] = {
     "md17": dict(_KCAL_UNITS),
     "ase": dict(_EV_UNITS),
 }
+_CONVENTIONS = {
+    "rmd17": "assumed: rMD17's kcal/mol and Angstrom",
+    "md17": "assumed: MD17's kcal/mol and Angstrom",
+    "ase": "assumed: ASE's eV and Angstrom",
+}
+_ZIP_SIGNATURE = b"PK\x03\x04"
+_EMPTY_ZIP_SIGNATURE = b"PK\x05\x06"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_RMD17_KEYS = {"nuclear_charges", "coords"}
+_MD17_KEYS = {"R", "E", "F", "z"}
 
 DOWNLOAD_ADVICE = (
     "Set the environment variable DCNN_DATA_ROOT (or the config value data_root=...) to the "
@@ -71,17 +86,39 @@ def _require_exists(path: Path, advice: str = DOWNLOAD_ADVICE) -> Path:
     return path
 
 
+def _first_bytes(file: Path, count: int = 8) -> bytes:
+    with open(file, "rb") as handle:
+        return handle.read(count)
+
+
 @contextmanager
 def _open_npz(file: Path) -> Iterator[np.lib.npyio.NpzFile]:
     _require_exists(file)
+    start = _first_bytes(file)
+    if not start.startswith((_ZIP_SIGNATURE, _EMPTY_ZIP_SIGNATURE)):
+        raise DataError(
+            f"{file}: not an .npz archive (numpy.savez writes a zip archive of named arrays; this "
+            f"file starts with {start!r}{', a text file?' if start.isascii() else ''})"
+        )
     try:
         archive = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"{file}: cannot be read as a numpy .npz archive ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{file}: holds a single array, expected an .npz archive of named arrays")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"{file}: cannot be read as a numpy .npz archive ({error}); the file is damaged or "
+            "cut short: copy or download it again"
+        ) from error
     with archive:
         yield archive
+
+
+def _array(archive: np.lib.npyio.NpzFile, file: Path, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"{file}: key '{key}' cannot be read ({type(error).__name__}: {error}); the archive "
+            "is damaged or cut short: copy or download it again"
+        ) from error
 
 
 def _read_key(
@@ -90,7 +127,7 @@ def _read_key(
     """Array ``key`` of ``archive``; ``expected`` gives its shape, strings mark free sizes."""
     if key not in archive.files:
         raise DataError(f"{file}: missing key '{key}' (keys present: {sorted(archive.files)})")
-    array = archive[key]
+    array = _array(archive, file, key)
     matches = array.ndim == len(expected) and all(
         isinstance(size, str) or size == got
         for size, got in zip(expected, array.shape, strict=True)
@@ -118,6 +155,7 @@ def _pack_molecule_frames(
     forces: np.ndarray,
     frame_ids: np.ndarray,
     units: dict[str, str],
+    unit_origin: str,
     source: Path,
 ) -> AtomsData:
     """AtomsData of frames that all share the same atoms and have no cell."""
@@ -133,20 +171,27 @@ def _pack_molecule_frames(
         frame_ids=frame_ids,
         units=units,
         source=str(source),
+        unit_origin=unit_origin,
     )
     data.validate()
     return data
 
 
-def _rmd17_files(folder: Path, molecule: str | None) -> list[Path]:
-    """rMD17 files of ``molecule`` in ``folder`` (or in its figshare subfolder npz_data/)."""
-    candidates = [path for path in (folder, folder / "npz_data") if path.is_dir()]
+def rmd17_molecules(folder: Path) -> dict[str, list[Path]]:
+    """The rMD17 files in ``folder`` (or in its figshare subfolder npz_data/), by molecule."""
     files_by_molecule: dict[str, list[Path]] = {}
-    for candidate in candidates:
-        for file in sorted(candidate.glob("rmd17_*.npz")):
-            match = _RMD17_FILE_NAME.fullmatch(file.name)
-            if match:
-                files_by_molecule.setdefault(match["molecule"], []).append(file)
+    for candidate in (folder, folder / "npz_data"):
+        if candidate.is_dir():
+            for file in sorted(candidate.glob("rmd17_*.npz")):
+                molecule = rmd17_molecule_of(file)
+                if molecule:
+                    files_by_molecule.setdefault(molecule, []).append(file)
+    return files_by_molecule
+
+
+def _rmd17_files(folder: Path, molecule: str | None) -> list[Path]:
+    """rMD17 files of ``molecule`` in ``folder``."""
+    files_by_molecule = rmd17_molecules(folder)
     if molecule is None or molecule not in files_by_molecule:
         raise DataError(
             f"{folder}: no rMD17 files rmd17_{molecule}_{{train,test}}_NN.npz or "
@@ -176,10 +221,12 @@ def read_rmd17(
         )
     folder = _require_exists(Path(folder))
     if folder.is_file():
-        match = _RMD17_FILE_NAME.fullmatch(folder.name)
-        if molecule is not None and match and match["molecule"] != molecule:
+        named = rmd17_molecule_of(folder)
+        if molecule is not None and named is not None and named != molecule:
             raise DataError(
-                f"{folder}: file is for molecule '{match['molecule']}', not '{molecule}'"
+                f"{folder}: an rMD17 file for molecule '{named}', but dataset.molecule={molecule}; "
+                f"drop dataset.molecule (the file names its molecule) or set "
+                f"dataset.molecule={named}"
             )
         files = [folder]
     else:
@@ -234,27 +281,49 @@ def read_rmd17(
         np.concatenate(forces)[first],
         unique_ids,
         DEFAULT_UNITS["rmd17"],
+        _CONVENTIONS["rmd17"],
         folder,
     )
 
 
+def _metadata_text(archive: np.lib.npyio.NpzFile, file: Path, key: str) -> str | None:
+    """A 0-d text entry of an sGDML file (e_unit, r_unit, name), or None."""
+    if key not in archive.files:
+        return None
+    value = _array(archive, file, key)
+    return str(value.item()) if value.ndim == 0 else None
+
+
 def read_md17_npz(path: str | Path) -> AtomsData:
-    """Original MD17 npz (sgdml.org): R (frames, atoms, 3), E (frames, 1) or (frames,),
-    F (frames, atoms, 3), z (atoms,); kcal/mol and Angstrom."""
+    """Original MD17 / sGDML npz (sgdml.org): R (frames, atoms, 3), E (frames, 1) or (frames,),
+    F (frames, atoms, 3), z (atoms,); units from 0-d keys e_unit and r_unit, else kcal/mol and
+    Angstrom. Other 0-d keys (name, theory, md5, ...) are metadata and not read."""
     file = Path(path)
     with _open_npz(file) as archive:
         numbers = _read_key(archive, file, "z", ("atoms",))
         coords = _read_key(archive, file, "R", ("frames", len(numbers), 3))
         n_frames = len(coords)
         # sgdml files store E as (frames, 1); accept the flat (frames,) layout too.
-        two_dimensional = "E" in archive.files and archive["E"].ndim == 2
+        two_dimensional = "E" in archive.files and _array(archive, file, "E").ndim == 2
         energy_shape = (n_frames, 1) if two_dimensional else (n_frames,)
         energy = _read_key(archive, file, "E", energy_shape).reshape(n_frames)
         forces = _read_key(archive, file, "F", (n_frames, len(numbers), 3))
+        energy_unit = _metadata_text(archive, file, "e_unit")
+        length_unit = _metadata_text(archive, file, "r_unit")
     _require_finite(file, "E", energy)
     _require_finite(file, "F", forces)
+    units, origin = dict(DEFAULT_UNITS["md17"]), _CONVENTIONS["md17"]
+    if energy_unit or length_unit:
+        energy_unit = energy_unit or units["energy"]
+        length_unit = length_unit or units["positions"]
+        units = {
+            "energy": energy_unit,
+            "forces": f"{energy_unit}/{length_unit}",
+            "positions": length_unit,
+        }
+        origin = "from the file (e_unit, r_unit)"
     return _pack_molecule_frames(
-        numbers, coords, energy, forces, np.arange(n_frames), DEFAULT_UNITS["md17"], file
+        numbers, coords, energy, forces, np.arange(n_frames), units, origin, file
     )
 
 
@@ -262,7 +331,10 @@ def _read_ase_file(file: Path, index: str | int | slice) -> list[ase.Atoms]:
     try:
         frames = ase.io.read(file, index=index)
     except Exception as error:  # ASE raises many kinds of errors for unreadable files.
-        raise DataError(f"{file}: ASE cannot read it ({type(error).__name__}: {error})") from error
+        raise DataError(
+            f"{file}: ASE cannot read it ({type(error).__name__}: {error}); expected a file ASE "
+            "reads, with energies and forces (extxyz, traj, db, ...)"
+        ) from error
     return [frames] if isinstance(frames, ase.Atoms) else list(frames)
 
 
@@ -315,26 +387,83 @@ def read_ase(path: str | Path, index: str | int | slice = ":") -> AtomsData:
         frame_ids=np.arange(len(counts)),
         units=DEFAULT_UNITS["ase"],
         source=str(path),
+        unit_origin=_CONVENTIONS["ase"],
     )
     data.validate()
     return data
 
 
 _READERS = {"rmd17": read_rmd17, "md17": read_md17_npz, "ase": read_ase}
+FORMATS = ("auto", *_READERS)
+
+
+def rmd17_molecule_of(file: Path) -> str | None:
+    """The molecule an rMD17 file is for, from its name (None when the name does not say)."""
+    match = _RMD17_FILE_NAME.fullmatch(Path(file).name)
+    return match["molecule"] if match else None
+
+
+def _npz_format(file: Path) -> str:
+    with _open_npz(file) as archive:
+        keys = set(archive.files)
+    if _RMD17_KEYS <= keys:
+        return "rmd17"
+    if _MD17_KEYS <= keys:
+        return "md17"
+    raise DataError(
+        f"{file}: an .npz archive with keys {sorted(keys)}, which is neither an rMD17 file (keys "
+        f"{sorted(_RMD17_KEYS)}, energies, forces, ...) nor an MD17/sGDML file (keys "
+        f"{sorted(_MD17_KEYS)}); convert it to one of them or to extxyz"
+    )
+
+
+def detect_format(path: Path) -> str:
+    """The reader for ``path`` ("rmd17", "md17" or "ase"), from its keys or its extension."""
+    path = _require_exists(Path(path))
+    if path.is_dir():
+        if any(rmd17_molecule_of(f) for d in (path, path / "npz_data") for f in d.glob("*.npz")):
+            return "rmd17"
+        if any(f.suffix.lower() in _ASE_SUFFIXES for f in path.iterdir() if f.is_file()):
+            return "ase"
+        raise DataError(
+            f"{path}: a folder without rMD17 files (rmd17_<molecule>_*.npz) or files ASE reads "
+            f"(*{', *'.join(_ASE_SUFFIXES)}); point dataset.path at one file or at such a folder"
+        )
+    if path.suffix.lower() == ".npz" or _first_bytes(path).startswith(_ZIP_SIGNATURE):
+        return _npz_format(path)
+    if _first_bytes(path).startswith(_HDF5_SIGNATURE):
+        raise DataError(
+            f"{path}: an HDF5 file; atomistic data are read from npz (rMD17, MD17/sGDML) or from "
+            "files ASE reads (extxyz, traj, db). HDF5 files of PDEBench are PDE data: use an "
+            "experiment=pinn_* run"
+        )
+    try:
+        ase.io.formats.filetype(str(path))
+    except Exception as error:  # ASE raises several kinds for files it does not recognise
+        raise DataError(
+            f"{path}: cannot tell its format (ASE: {type(error).__name__}: {error}); expected an "
+            ".npz (rMD17 or MD17/sGDML) or a file ASE reads with energies and forces (extxyz, "
+            "traj, db, ...), or name the reader with dataset.format"
+        ) from error
+    return "ase"
 
 
 def load_atoms(
     format: str, path: str | Path, data_root: str | Path | None = None, **kwargs
 ) -> AtomsData:
-    """Reads ``path`` with the reader of ``format`` ("rmd17", "md17" or "ase").
+    """Reads ``path`` with the reader of ``format`` ("rmd17", "md17", "ase", or "auto" to detect
+    it with ``detect_format``).
 
     With ``data_root`` given, ``path`` is resolved by resolve_data_path; otherwise it is used as
     it is. ``kwargs`` go to the reader (e.g. molecule=..., label_source=... for rmd17).
     """
-    if format not in _READERS:
+    if format not in FORMATS:
         raise DataError(
-            f"load_atoms: unknown format '{format}', expected one of {sorted(_READERS)}"
+            f"dataset.format={format!r} is not known; expected one of {', '.join(FORMATS)} or "
+            "the dotted name of a reader function"
         )
     if data_root is not None:
         path = resolve_data_path(path, data_root)
+    if format == "auto":
+        format = detect_format(Path(path))
     return _READERS[format](path, **kwargs)

@@ -67,9 +67,11 @@ class PotentialTask(DerivativeTask):
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         energy, forces = self.model(batch, create_graph=stage == "train")
         n_atoms = batch["n_atoms"]
+        target_energy = self.scaler.encode_energy(batch["energy"], n_atoms).to(energy.dtype)
+        target_forces = self.scaler.encode_forces(batch["forces"]).to(forces.dtype)
         terms = {
-            "energy": self.loss_fn(energy, self.scaler.encode_energy(batch["energy"], n_atoms)),
-            "forces": self.loss_fn(forces, self.scaler.encode_forces(batch["forces"])),
+            "energy": self.loss_fn(energy, target_energy),
+            "forces": self.loss_fn(forces, target_forces),
         }
         total = self.combine_terms(terms, stage, batch_size=len(n_atoms))
         # Metrics in the dataset's units, after the inverse label transform. They are only
