@@ -260,6 +260,14 @@ def test_concatenate_refuses_mixed_units(oc20, aspirin):
         AtomsData.concatenate([oc20.subset([0]), aspirin.subset([0])])
 
 
+def test_evaluation_frames_do_not_depend_on_the_training_size_and_training_sets_nest():
+    small = split_indices(1000, 100, 50, 200, seed=3)
+    large = split_indices(1000, 700, 50, 200, seed=3)
+    np.testing.assert_array_equal(small[1], large[1])
+    np.testing.assert_array_equal(small[2], large[2])
+    assert set(small[0]) < set(large[0])
+
+
 def test_split_indices_disjoint_sized_and_seeded():
     train, val, test = split_indices(100, 50, 10, None, seed=7)
     assert (len(train), len(val), len(test)) == (50, 10, 40)

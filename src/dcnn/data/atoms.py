@@ -214,7 +214,12 @@ def split_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random disjoint train/val/test frame indices (each sorted).
 
-    ``n_test=None`` puts all frames not used for training or validation into the test split.
+    One permutation of the frames (drawn with ``seed``) is cut from both ends: training takes its
+    first ``n_train`` frames, test its last ``n_test``, validation the ``n_val`` before those. For
+    a given seed and evaluation sizes, the validation and test frames therefore do not depend on
+    ``n_train``, and a smaller training set is part of every larger one (a training-set-size study
+    compares like with like). ``n_test=None`` puts all frames not used for training or validation
+    into the test split.
     """
     requested = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     for name, count in requested.items():
@@ -229,9 +234,10 @@ def split_indices(
             f"n_val={n_val}, n_test={n_test} ({n_train + n_val + (n_test or 0)} frames)"
         )
     order = np.random.default_rng(seed).permutation(n_frames)
+    evaluation_start = n_frames - n_test_used - n_val
     train = np.sort(order[:n_train])
-    val = np.sort(order[n_train : n_train + n_val])
-    test = np.sort(order[n_train + n_val : n_train + n_val + n_test_used])
+    val = np.sort(order[evaluation_start : evaluation_start + n_val])
+    test = np.sort(order[evaluation_start + n_val :])
     return train, val, test
 
 

@@ -1,0 +1,160 @@
+"""The paper's figures from runs: Fig. 1 (training curves and test MAE against beta)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from dcnn.report.runs import (
+    CONFIG_FILE,
+    ReportError,
+    Run,
+    differing_settings,
+    group_by,
+    is_number,
+    lookup,
+    runs_of_task,
+)
+from dcnn.report.tables import aggregate_metric, with_unit
+from dcnn.runs.record import TRAINING_LOG
+
+
+def read_training_curve(path: Path) -> tuple[list[int], list[float]]:
+    """(step, train/loss) pairs of a Lightning CSVLogger metrics.csv; rows without it skipped.
+
+    A log without any training-loss row (a run shorter than trainer.log_every_n_steps) gives
+    an empty curve; a file that is not a dcnn-train log is an error.
+    """
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        if "step" in columns and "train/loss" not in columns:
+            return [], []
+        missing = {"step", "train/loss"} - columns
+        if missing:
+            raise ReportError(
+                f"{path}: no column(s) {', '.join(sorted(missing))} (columns: "
+                f"{', '.join(reader.fieldnames or ()) or 'none'}); expected a dcnn-train CSV log"
+            )
+        steps, losses = [], []
+        for line_number, row in enumerate(reader, start=2):
+            if not row["train/loss"]:
+                continue
+            try:
+                steps.append(int(float(row["step"])))
+                losses.append(float(row["train/loss"]))
+            except ValueError as exc:
+                raise ReportError(f"{path}, line {line_number}: {exc}") from exc
+    return steps, losses
+
+
+def _beta(run: Run) -> float:
+    beta = run.setting("loss.beta")
+    if not is_number(beta):
+        raise ReportError(
+            f"{run.folder / CONFIG_FILE}: loss.beta={beta!r}; fig1 needs a numeric force weight"
+        )
+    return float(beta)
+
+
+def figure1(runs: Sequence[Run], out: Path) -> list[str]:
+    """Paper Fig. 1 from a beta sweep, saved to ``out``; returns notes for the user.
+
+    Left: train/loss against step from each run's csv/metrics.csv (log y), one colour per beta.
+    Right: test energy and force MAE (mean over ok runs) against beta, log-log.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs, notes = runs_of_task(runs, "potential", "fig1")
+    others = [key for key in differing_settings(runs) if key not in ("loss.beta", "seed")]
+    if others:
+        values = "; ".join(
+            f"{key} = {', '.join(sorted({str(run.setting(key)) for run in runs}))}"
+            for key in others
+        )
+        raise ReportError(f"fig1 needs one beta sweep, but the runs also differ in {values}")
+    by_beta = group_by(runs, lambda run: (_beta(run),))
+    betas = sorted(key[0] for key in by_beta)
+
+    curves = {
+        run.name: read_training_curve(run.folder / TRAINING_LOG)
+        for run in runs
+        if (run.folder / TRAINING_LOG).is_file()
+    }
+    without_log = [run.name for run in runs if run.name not in curves]
+    if without_log:
+        notes.append(f"no {TRAINING_LOG.as_posix()} in {', '.join(without_log)}: curves missing")
+    without_rows = [name for name, (steps, _) in curves.items() if not steps]
+    if without_rows:
+        every = {str(lookup(run.config, "trainer.log_every_n_steps")) for run in runs}
+        notes.append(
+            f"no training-loss rows in {', '.join(without_rows)}: the loss is logged every "
+            f"trainer.log_every_n_steps={'/'.join(sorted(every))} steps, more than these runs "
+            "trained; run them again with a smaller trainer.log_every_n_steps to plot their curves"
+        )
+    curves = {name: curve for name, curve in curves.items() if curve[0]}
+    if not curves:
+        notes.append("no training curve to plot: plotted the test-MAE panel only")
+
+    figure = Figure(figsize=(11, 4.2) if curves else (5.5, 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2 if curves else 1, squeeze=False)[0]
+    colormap = colormaps["viridis"]
+    colour = {beta: colormap(i / max(len(betas) - 1, 1)) for i, beta in enumerate(betas)}
+
+    if curves:
+        curve_axes = axes[0]
+        for beta in betas:
+            labelled = False
+            for run in by_beta[(beta,)]:
+                if run.name in curves:
+                    steps, losses = curves[run.name]
+                    label = None if labelled else f"β = {beta:g}"
+                    curve_axes.plot(steps, losses, color=colour[beta], label=label, linewidth=1)
+                    labelled = True
+        curve_axes.set_yscale("log")
+        curve_axes.set_xlabel("step")
+        curve_axes.set_ylabel("training loss")
+        curve_axes.set_title("training loss")
+        curve_axes.legend(fontsize="small")
+
+    mae_axes = axes[-1]
+    plotted_betas = [beta for beta in betas if beta > 0]
+    if len(plotted_betas) < len(betas):
+        notes.append("beta <= 0 cannot be placed on the log axis: left out of the MAE panel")
+    units = next((run.units for run in runs if run.units), {})  # failed runs have none
+    for metric, label, unit in (
+        ("energy_mae", "energy MAE", units.get("energy")),
+        ("force_mae", "force MAE", units.get("forces")),
+    ):
+        points = [(b, aggregate_metric(by_beta[(b,)], metric)) for b in plotted_betas]
+        finite = [(b, v) for b, v in points if isinstance(v, float) and math.isfinite(v)]
+        if len(finite) < len(points):
+            lost = ", ".join(f"{b:g} ({v})" for b, v in points if (b, v) not in finite)
+            notes.append(f"{label}: no finite value for beta = {lost}")
+        if finite:
+            xs, ys = zip(*finite, strict=True)
+            mae_axes.plot(xs, ys, "o-", label=with_unit(label, {unit} if unit else set()))
+    if not mae_axes.lines and not curves:
+        raise ReportError("fig1: no training log and no ok run with a finite test MAE to plot")
+    mae_axes.set_xscale("log")
+    mae_axes.set_yscale("log")
+    alpha = runs[0].setting("loss.alpha")
+    mae_axes.set_xlabel(f"force weight β (α = {alpha})")
+    mae_axes.set_ylabel("test MAE")
+    mae_axes.set_title("test error against β")
+    if mae_axes.lines:
+        mae_axes.legend(fontsize="small")
+    figure.savefig(out, dpi=120)
+    return notes
+
+
+def figure_formats() -> set[str]:
+    """File extensions matplotlib can write."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return set(FigureCanvasAgg.get_supported_filetypes())

@@ -1,0 +1,307 @@
+"""The paper's tables from runs: one row per run, Table 1, Tables 3-5 (PINN), the ablations;
+rendered as markdown or CSV. Repeated seeds are averaged over the ok runs; diverged and failed
+runs are always shown (in their own row, as a cell text, or in the run count)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from dcnn.report.runs import (
+    MD17_MOLECULES,
+    PDE_ORDER,
+    PINN_VARIANT_ORDER,
+    STATUSES,
+    VARIANT_KEYS,
+    VARIANT_ORDER,
+    Cell,
+    Run,
+    differing_settings,
+    group_by,
+    ordered,
+    pinn_variant_label,
+    runs_of_task,
+    setting_cell,
+    sort_key,
+    variant_label,
+)
+
+
+@dataclass
+class Table:
+    """A table to print; cells keep raw numbers so that CSV output has full precision."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    title: str = ""
+    # (column, value) naming this table when several are written into one CSV file.
+    group: tuple[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def format_number(value: float) -> str:
+    return "NaN" if math.isnan(value) else f"{value:.4g}"
+
+
+def _markdown_cell(cell: Cell) -> str:
+    if cell is None:
+        return "-"
+    if isinstance(cell, float):
+        return format_number(cell)
+    return str(cell).replace("\n", " ").replace("|", "\\|")
+
+
+def render_markdown(tables: Sequence[Table]) -> str:
+    blocks = []
+    for table in tables:
+        text_rows = [[_markdown_cell(cell) for cell in row] for row in table.rows]
+        widths = [
+            max([len(column)] + [len(row[index]) for row in text_rows])
+            for index, column in enumerate(table.columns)
+        ]
+
+        def line(cells: Iterable[str], widths: list[int] = widths) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+        lines = [f"### {table.title}", ""] if table.title else []
+        lines.append(line(table.columns))
+        lines.append(line("-" * width for width in widths))
+        lines.extend(line(row) for row in text_rows)
+        if table.notes:
+            lines.append("")
+            lines.extend(table.notes)
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _csv_cell(cell: Cell) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, float):
+        return "NaN" if math.isnan(cell) else repr(cell)
+    return str(cell)
+
+
+def render_csv(tables: Sequence[Table]) -> str:
+    """One CSV table; several tables are stacked with their group column in front."""
+    if len(tables) == 1 and tables[0].group is None:
+        columns, records = (
+            tables[0].columns,
+            [dict(zip(tables[0].columns, r, strict=True)) for r in tables[0].rows],
+        )
+    else:
+        group_column = tables[0].group[0] if tables[0].group else "table"
+        columns = [group_column]
+        records = []
+        for table in tables:
+            columns += [column for column in table.columns if column not in columns]
+            label = table.group[1] if table.group else table.title
+            records += [
+                {group_column: label, **dict(zip(table.columns, r, strict=True))}
+                for r in table.rows
+            ]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(record.get(column)) for column in columns] for record in records)
+    return buffer.getvalue()
+
+
+def _metric_unit(run: Run, metric: str) -> str | None:
+    if run.task != "potential":
+        return None  # PINN fields carry the data file's own units
+    if metric.startswith("energy_") and metric != "energy_loss":
+        return run.units.get("energy")
+    if metric.startswith("force_"):
+        return run.units.get("forces")
+    return None  # loss terms are in rescaled units
+
+
+def with_unit(label: str, units: set[str]) -> str:
+    return f"{label} ({', '.join(sorted(units))})" if units else label
+
+
+RUN_METRICS = ("energy_mae", "force_mae", "mse", "rmse", "nrmse")
+
+
+def runs_table(runs: Sequence[Run]) -> list[Table]:
+    """One row per run: name, status, the settings that differ, main test metrics, epochs."""
+    settings = differing_settings(runs)
+    metrics = [metric for metric in RUN_METRICS if any(metric in run.test for run in runs)]
+    columns = ["run", "status", *settings]
+    mixed_units: set[str] = set()
+    for metric in metrics:
+        units = {u for run in runs if metric in run.test and (u := _metric_unit(run, metric))}
+        if len(units) > 1:
+            mixed_units.add(metric)  # e.g. MD17 (kcal/mol) with OC20 (eV): unit in each cell
+            columns.append(metric)
+        else:
+            columns.append(with_unit(metric, units))
+    columns.append("epochs")
+    with_errors = any(run.error for run in runs)
+    if with_errors:
+        columns.append("error")
+
+    rows = []
+    for run in runs:
+        row: list[Cell] = [run.name, run.status]
+        row += [setting_cell(run.setting(key)) for key in settings]
+        for metric in metrics:
+            value: Cell = run.test.get(metric)
+            if metric in run.test and value is None:
+                value = math.nan  # recorded, but not finite
+            if metric in mixed_units and value is not None:
+                value = f"{format_number(value)} {_metric_unit(run, metric) or ''}".rstrip()
+            row.append(value)
+        row.append(run.epochs)
+        if with_errors:
+            row.append(_short_error(run.error))
+        rows.append(row)
+    counted = {status: sum(run.status == status for run in runs) for status in STATUSES}
+    counts = ", ".join(
+        f"{count} {status}" for status, count in counted.items() if count or status == "ok"
+    )
+    return [Table(columns, rows, title=f"{len(runs)} runs", notes=[f"runs: {counts}"])]
+
+
+def _short_error(error: str | None, limit: int = 80) -> str | None:
+    if not error:
+        return None
+    first_line = error.strip().splitlines()[0]
+    return first_line if len(first_line) <= limit else first_line[: limit - 3] + "..."
+
+
+def aggregate_metric(runs: Sequence[Run], metric: str) -> Cell:
+    """Mean of ``metric`` over the ok runs (NaN if one of them has no finite value).
+
+    Without any ok run the cell says why: "diverged" if any run diverged, else "failed".
+    None when no ok run recorded the metric at all.
+    """
+    ok = [run for run in runs if run.status == "ok"]
+    if not ok:
+        return "diverged" if any(run.status == "diverged" for run in runs) else "failed"
+    if all(metric not in run.test for run in ok):
+        return None
+    values = [run.test.get(metric) for run in ok]
+    return math.nan if any(value is None for value in values) else fmean(values)
+
+
+def run_count(runs: Sequence[Run]) -> Cell:
+    """Number of ok runs averaged; "ok/total" when some runs diverged or failed."""
+    n_ok = sum(run.status == "ok" for run in runs)
+    return n_ok if n_ok == len(runs) else f"{n_ok}/{len(runs)}"
+
+
+COUNT_NOTE = "n: ok runs averaged (ok/total when some runs diverged or failed)"
+
+
+def table1(runs: Sequence[Run]) -> list[Table]:
+    """Paper Table 1: rows model + variant (+ any other setting that differs), columns
+    molecule x (energy MAE, force MAE, n), seeds averaged."""
+    runs, notes = runs_of_task(runs, "potential", "table1")
+    fixed_by_layout = {"task", "dataset.molecule", "model", "seed", *VARIANT_KEYS}
+    extras = [key for key in differing_settings(runs) if key not in fixed_by_layout]
+
+    def row_key(run: Run) -> tuple:
+        return (run.setting("model"), variant_label(run), *(run.setting(k) for k in extras))
+
+    molecules = ordered((run.dataset_label() for run in runs), MD17_MOLECULES)
+    variant_rank = {label: index for index, label in enumerate(VARIANT_ORDER)}
+    row_keys = sorted(
+        group_by(runs, row_key),
+        key=lambda key: (
+            sort_key(key[0]),
+            variant_rank.get(key[1], len(variant_rank)),
+            key[1],
+            *(sort_key(value) for value in key[2:]),
+        ),
+    )
+    cells = group_by(runs, lambda run: (*row_key(run), run.dataset_label()))
+
+    columns = ["model", "variant", *extras]
+    for molecule in molecules:
+        of_molecule = [run for run in runs if run.dataset_label() == molecule]
+        energy_units = {u for run in of_molecule if (u := run.units.get("energy"))}
+        force_units = {u for run in of_molecule if (u := run.units.get("forces"))}
+        columns += [
+            with_unit(f"{molecule} E MAE", energy_units),
+            with_unit(f"{molecule} F MAE", force_units),
+            f"{molecule} n",
+        ]
+    rows = []
+    for key in row_keys:
+        row: list[Cell] = [setting_cell(value) for value in key]
+        for molecule in molecules:
+            cell_runs = cells.get((*key, molecule), [])
+            if cell_runs:
+                row += [
+                    aggregate_metric(cell_runs, "energy_mae"),
+                    aggregate_metric(cell_runs, "force_mae"),
+                    run_count(cell_runs),
+                ]
+            else:
+                row += [None, None, None]
+        rows.append(row)
+
+    if any(key[1] == "*" for key in row_keys):
+        notes.append("* = IReLU, no normalization layers, labels divided by a power of ten")
+    notes.append(COUNT_NOTE)
+    return [Table(columns, rows, title="Table 1: test MAE (mean over ok runs)", notes=notes)]
+
+
+PINN_METRICS = ("mse", "rmse", "nrmse")
+
+
+def pinn_tables(runs: Sequence[Run]) -> list[Table]:
+    """Paper Tables 3-5: one table per PDE; rows variants, columns mse, rmse, nrmse and the
+    loss terms at the end of training, seeds averaged."""
+    runs, skipped_note = runs_of_task(runs, "pinn", "pinn")
+    fixed_by_layout = {"task", "dataset.pde", "activation", "normalization", "seed"}
+    by_pde = group_by(runs, lambda run: (str(run.setting("dataset.pde")),))
+    tables = []
+    for pde in ordered((key[0] for key in by_pde), PDE_ORDER):
+        pde_runs = by_pde[(pde,)]
+        extras = [key for key in differing_settings(pde_runs) if key not in fixed_by_layout]
+        term_losses = list(
+            dict.fromkeys(m for run in pde_runs for m in run.test if m.endswith("_loss"))
+        )
+        variant_rank = {label: index for index, label in enumerate(PINN_VARIANT_ORDER)}
+
+        def row_key(run: Run, extras: list[str] = extras) -> tuple:
+            return (pinn_variant_label(run), *(run.setting(key) for key in extras))
+
+        groups = group_by(pde_runs, row_key)
+        row_keys = sorted(
+            groups,
+            key=lambda key: (
+                variant_rank.get(key[0], len(variant_rank)),
+                key[0],
+                *(sort_key(value) for value in key[1:]),
+            ),
+        )
+        rows = []
+        for key in row_keys:
+            row: list[Cell] = [setting_cell(value) for value in key]
+            row += [aggregate_metric(groups[key], m) for m in (*PINN_METRICS, *term_losses)]
+            row.append(run_count(groups[key]))
+            rows.append(row)
+        notes = [
+            *skipped_note,
+            "mse/rmse/nrmse: test grid, last saved time steps (the paper's PINN 'MSE' is nRMSE); "
+            "*_loss: loss terms at the final parameters",
+            COUNT_NOTE,
+        ]
+        tables.append(
+            Table(
+                ["variant", *extras, *PINN_METRICS, *term_losses, "n"],
+                rows,
+                title=f"{pde}: test metrics (mean over ok runs)",
+                group=("pde", pde),
+                notes=notes,
+            )
+        )
+    return tables
