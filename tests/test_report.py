@@ -216,15 +216,27 @@ def test_table1_averages_seeds_and_shows_diverged_cells(md17_sweep, capsys):
         "benzene F MAE (kcal/mol/Angstrom)",
         "benzene n",
     ]
+    # mean ± standard deviation over the seeds, [the published value] where the paper has one
     assert rows == [
-        ["CGCNN", "baseline", "239.1", "14.2", "1", "-", "-", "-"],
-        ["SchNet", "baseline", "53", "1.21", "2", "125.4", "0.39", "1/2"],
+        ["CGCNN", "baseline", "239.1 [239.07]", "14.2 [14.20]", "1", "-", "-", "-"],
+        [
+            "SchNet",
+            "baseline",
+            "53 ± 4.243 [53.00]",
+            "1.21 ± 0.01414 [1.21]",
+            "2",
+            "125.4 [125.43]",
+            "0.39 [0.39]",
+            "1/2",
+        ],
         ["SchNet", "standardized", "5", "0.5", "1", "-", "-", "-"],
         # one of the three ok seeds has a non-finite energy MAE: the mean is NaN
-        ["SchNet", "*", "NaN", "1.457", "3", "diverged", "diverged", "0/2"],
-        ["SchNet", "irelu/original/none", "7", "0.7", "1", "-", "-", "-"],
+        ["SchNet", "*", "NaN [28.31]", "1.457 ± 0.3958 [1.67]", "3", "diverged", "diverged", "0/2"],
+        ["SchNet", "IReLU only", "7", "0.7", "1", "-", "-", "-"],
     ]
     assert "* = IReLU, no normalization layers, labels divided by a power of ten" in out
+    assert "[x]: published value (Lo & Huang, arXiv 2310.01649v1, Table 1)" in out
+    assert "budget: dataset.n_train=1000, optimizer.lr=0.0001, seeds 0, 1, 2" in out
 
 
 def test_table1_csv_has_full_precision_and_extra_setting_columns(tmp_path, capsys):
@@ -243,6 +255,10 @@ def test_table1_csv_has_full_precision_and_extra_setting_columns(tmp_path, capsy
     assert float(records[0]["aspirin E MAE (kcal/mol)"]) == pytest.approx(1.5)
     assert float(records[0]["aspirin F MAE (kcal/mol/Angstrom)"]) == pytest.approx(0.5)
     assert records[1]["aspirin F MAE (kcal/mol/Angstrom)"] == repr(0.5 / 3)
+    # The spread over seeds and the published value get columns of their own.
+    assert float(records[0]["aspirin E MAE (kcal/mol) std"]) == pytest.approx(0.7071, abs=1e-4)
+    assert records[1]["aspirin E MAE (kcal/mol) std"] == ""
+    assert records[0]["aspirin E MAE (kcal/mol) paper"] == "28.31"
 
 
 def test_pinn_tables_per_pde(pinn_sweep, md17_sweep, capsys):
@@ -265,15 +281,26 @@ def test_pinn_tables_per_pde(pinn_sweep, md17_sweep, capsys):
         "n",
     ]
     assert rows == [
-        ["Tanh", "1.59", "1.261", "0.159", "0.1", "0.2", "0.3", "-", "-", "1"],
-        ["Tanh+BN", "1.7", "1.304", "0.17", "0.1", "0.2", "0.3", "-", "-", "1"],
-        ["IReLU", "0.99", "0.995", "0.099", "1", "-", "-", "2", "4", "2"],
+        ["Tanh", "1.59", "1.261", "0.159 [1.59]", "0.1", "0.2", "0.3", "-", "-", "1"],
+        ["Tanh+BN", "1.7", "1.304", "0.17 [1.70]", "0.1", "0.2", "0.3", "-", "-", "1"],
+        [
+            "IReLU",
+            "0.99 ± 0.01414",
+            "0.995 ± 0.007107",
+            "0.099 ± 0.001414 [0.99]",
+            "1 ± 0",
+            "-",
+            "-",
+            "2 ± 0",
+            "4 ± 0",
+            "2",
+        ],
         ["IReLU+BN", *["diverged"] * 8, "0/1"],  # every cell says why it is empty
         ["silu", "2", "1.414", "0.2", "0.1", "0.2", "0.3", "-", "-", "1"],
     ]
     assert "skipped 12 runs of other tasks" in advection_text
     _, *cfd_rows = _markdown_rows(cfd_text)
-    assert cfd_rows == [["Tanh", "0.87", "0.9327", "0.087", "1", "2", "4", "1"]]
+    assert cfd_rows == [["Tanh", "0.87", "0.9327", "0.087 [0.87]", "1", "2", "4", "1"]]
 
 
 def test_pinn_csv_stacks_tables_with_a_pde_column(pinn_sweep, tmp_path, capsys):
@@ -335,7 +362,7 @@ def test_fig1_writes_both_panels_or_only_the_mae_panel(tmp_path, capsys):
         ["fig1", str(_beta_sweep(tmp_path / "a", True)), "--out", str(with_logs)], capsys
     )
     assert code == 0 and str(with_logs) in out
-    assert "energy MAE: no finite value for beta = 100 (diverged)" in err
+    assert "energy MAE (kcal/mol): no finite value at 100 (diverged); marked at the foot" in err
     without_logs = tmp_path / "without_logs.png"
     code, _, err = _run(
         ["fig1", str(_beta_sweep(tmp_path / "b", False)), "--out", str(without_logs)], capsys
@@ -425,3 +452,116 @@ def test_interrupted_runs_are_listed_with_their_status(tmp_path, capsys):
     write_run(tmp_path / "1", _config(seed=1), status="interrupted")
     code, out, _ = _run(["runs", str(tmp_path)], capsys)
     assert code == 0 and "| interrupted |" in out and "1 interrupted" in out
+
+
+def _size_sweep(root: Path) -> Path:
+    """fig2 input: two variants x three sizes, two seeds at 100 frames, one diverged size."""
+    runs = [
+        ("dc", 100, 0, "ok", 40.0, 2.0),
+        ("dc", 100, 1, "ok", 44.0, 2.2),
+        ("dc", 400, 0, "ok", 20.0, 1.0),
+        ("dc", 1600, 0, "diverged", None, None),
+        ("standardized", 100, 0, "ok", 10.0, 1.5),
+        ("standardized", 400, 0, "ok", 5.0, 0.8),
+        ("standardized", 1600, 0, "ok", 2.5, 0.4),
+    ]
+    for index, (variant, n_train, seed, status, energy, force) in enumerate(runs):
+        config = _config(variant=variant, seed=seed)
+        config["dataset"]["n_train"] = n_train
+        test = _mae(energy, force) if status == "ok" else {}
+        write_run(root / str(index), config, status, test, None if status == "ok" else "nan")
+    return root
+
+
+def test_fig2_plots_mae_against_training_size_per_variant_and_marks_divergence(tmp_path, capsys):
+    out_file = tmp_path / "fig2.png"
+    code, out, err = _run(
+        ["fig2", str(_size_sweep(tmp_path / "sizes")), "--out", str(out_file)], capsys
+    )
+    assert code == 0 and str(out_file) in out
+    width, height = _png_size(out_file)
+    assert width > 1.8 * height  # two panels side by side
+    assert "energy MAE, *: no finite value at 1600 (diverged); marked at the foot" in err
+    assert "force MAE, *: no finite value at 1600 (diverged)" in err
+    assert "standardized" not in err  # every size of that variant has a value
+
+
+def test_fig2_rejects_runs_that_differ_in_more_than_size_seed_and_variant(tmp_path, capsys):
+    root = _size_sweep(tmp_path / "sizes")
+    other = _config(variant="dc", beta=1.0)
+    other["dataset"]["n_train"] = 100
+    write_run(root / "9", other, test=_mae(1.0, 1.0))
+    code, _, err = _run(["fig2", str(root), "--out", str(tmp_path / "f.png")], capsys)
+    assert code == 1 and "differ in loss.beta = 1.0, 30.0" in err
+
+
+def test_fig1_marks_diverged_betas_on_the_plot(tmp_path, capsys):
+    """The diverged run's curve is drawn (dashed) and its beta marked, both with a legend entry."""
+    from matplotlib.figure import Figure
+
+    drawn = {}
+    original_savefig = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        drawn["labels"] = [text.get_text() for ax in self.axes for text in ax.get_legend().texts]
+        return original_savefig(self, *args, **kwargs)
+
+    root = _beta_sweep(tmp_path / "a", True)
+    (root / "3" / "csv").mkdir()
+    (root / "3" / "csv" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,5.0\n0,10,80.0\n")
+    Figure.savefig = keep
+    try:
+        code, _, _ = _run(["fig1", str(root), "--out", str(tmp_path / "f.png")], capsys)
+    finally:
+        Figure.savefig = original_savefig
+    assert code == 0
+    assert "β = 100 (diverged)" in drawn["labels"]
+    assert "energy MAE (kcal/mol): diverged" in drawn["labels"]
+
+
+def test_ablation_tables_are_laid_out_like_the_papers_appendix(md17_sweep, tmp_path, capsys):
+    write_run(
+        md17_sweep / "20", _config(variant="irelu_only", molecule="benzene"), test=_mae(9.0, 0.9)
+    )
+    code, out, _ = _run(["ablations", str(md17_sweep)], capsys)
+    assert code == 0
+    titles = [line for line in out.splitlines() if line.startswith("### ")]
+    assert titles == [
+        "### Table 7: IReLU alone (raw labels, normalization layers kept): test MAE",
+        "### Table 8: IReLU with denormalization and power-of-ten rescaling: test MAE",
+    ]
+    table7 = _markdown_rows(out.split("### Table 8")[0])
+    assert table7[1] == ["SchNet", "IReLU only", "7", "0.7", "1", "9", "0.9", "1"]
+    code, _, err = _run(["ablations", str(_beta_sweep(tmp_path / "b", False))], capsys)
+    assert code == 1 and "ablations needs runs of IReLU only, *, denorm + rescale" in err
+
+
+def test_wandb_summary_logs_tables_and_figures_in_the_sweeps_group(tmp_path, capsys, monkeypatch):
+    from helpers import wait_for_wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root = _size_sweep(tmp_path / "outputs" / "multiruns" / "2026-12-01" / "10-00-00")
+    code, out, err = _run(["wandb", str(root)], capsys)
+    assert code == 0 and "logged the study summary to W&B" in out
+    assert "fig1: not logged" in err and "pinn: not logged" in err  # they do not apply here
+    records = wait_for_wandb_run(root)
+    (run,) = [r.run for r in records if r.HasField("run")]
+    assert run.run_group == "2026-12-01_10-00-00" and run.job_type == "study-summary"
+    logged = {  # a logged table or image is a nested entry: (key, "_type")
+        (item.nested_key[0], json.loads(item.value_json))
+        for r in records
+        if r.HasField("history")
+        for item in r.history.item
+        if list(item.nested_key[1:]) == ["_type"]
+    }
+    assert logged == {
+        ("runs", "table-file"),
+        ("table1", "table-file"),
+        ("ablations", "table-file"),
+        ("fig2", "image-file"),
+    }
+    images = list((root / "wandb").glob("offline-run-*/files/media/images/fig2*.png"))
+    tables = list((root / "wandb").glob("offline-run-*/files/media/table/table1*.table.json"))
+    assert len(images) == 1 and len(tables) == 1
+    content = json.loads(tables[0].read_text())
+    assert "aspirin E MAE (kcal/mol) std" in content["columns"]

@@ -27,8 +27,8 @@ from dcnn.runs.folder import (
     write_launch,
 )
 from dcnn.runs.hydra_hooks import hydra_flags_first, job_statuses
-from dcnn.runs.loggers import sweep_group, wandb_run_id
-from dcnn.runs.record import write_metrics
+from dcnn.runs.loggers import wandb_run_id
+from dcnn.runs.record import sweep_group, write_metrics
 from dcnn.runs.resolvers import unique_dir
 from dcnn.runs.slots import claim_slot, slot_resources
 

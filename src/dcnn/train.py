@@ -38,8 +38,8 @@ from dcnn.runs.folder import (
 )
 from dcnn.runs.hydra_hooks import SweepHooks, hydra_flags_first
 from dcnn.runs.interrupt import InterruptGuard, RunInterrupted, exit_interrupted, signal_name
-from dcnn.runs.loggers import build_loggers, finish_wandb, run_name, sweep_group
-from dcnn.runs.record import CONFIG_FILE, write_metrics
+from dcnn.runs.loggers import build_loggers, finish_wandb, run_name
+from dcnn.runs.record import CONFIG_FILE, sweep_group, write_metrics
 from dcnn.tasks.common import DivergedError
 from dcnn.tasks.weighting import build_weighting
 

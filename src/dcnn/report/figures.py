@@ -1,4 +1,7 @@
-"""The paper's figures from runs: Fig. 1 (training curves and test MAE against beta)."""
+"""The paper's figures from runs: Fig. 1 (training curves and test MAE against the force weight
+beta) and Fig. 2 (test MAE against the training-set size, one line per variant). Points are
+means over the ok runs (seeds) with their standard deviation as error bars; a value with no ok
+run behind it is marked "diverged" (or "failed") at the foot of the panel, not left out."""
 
 from __future__ import annotations
 
@@ -6,16 +9,21 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import stdev
 
 from dcnn.report.runs import (
     CONFIG_FILE,
+    VARIANT_KEYS,
+    VARIANT_ORDER,
     ReportError,
     Run,
     differing_settings,
     group_by,
     is_number,
     lookup,
+    ordered,
     runs_of_task,
+    variant_label,
 )
 from dcnn.report.tables import aggregate_metric, with_unit
 from dcnn.runs.record import TRAINING_LOG
@@ -48,6 +56,41 @@ def read_training_curve(path: Path) -> tuple[list[int], list[float]]:
             except ValueError as exc:
                 raise ReportError(f"{path}, line {line_number}: {exc}") from exc
     return steps, losses
+
+
+def _plot_against(
+    axes, groups: dict[float, list[Run]], metric: str, label: str, notes: list[str], **style
+) -> int:
+    """Mean ``metric`` (error bars: std over the ok runs) against the groups' x values; x values
+    without a finite mean are marked at the foot of the panel with the reason. Returns the
+    number of finite points."""
+    points, missing = [], []
+    for x in sorted(groups):
+        runs = groups[x]
+        mean = aggregate_metric(runs, metric)
+        values = [run.test[metric] for run in runs if run.status == "ok"]
+        if isinstance(mean, float) and math.isfinite(mean):
+            points.append((x, mean, stdev(values) if len(values) > 1 else 0.0))
+        else:
+            missing.append((x, mean if isinstance(mean, str) else "not finite"))
+    if points:
+        xs, ys, errors = zip(*points, strict=True)
+        axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label, **style)
+    for reason in sorted({why for _, why in missing}):
+        xs = [x for x, why in missing if why == reason]
+        axes.plot(
+            xs,
+            [0.03] * len(xs),
+            "x",
+            color=style.get("color", "red"),
+            markersize=9,
+            transform=axes.get_xaxis_transform(),
+            label=f"{label}: {reason}",
+        )
+    if missing:
+        lost = ", ".join(f"{x:g} ({why})" for x, why in missing)
+        notes.append(f"{label}: no finite value at {lost}; marked at the foot of the panel")
+    return len(points)
 
 
 def _beta(run: Run) -> float:
@@ -114,7 +157,16 @@ def figure1(runs: Sequence[Run], out: Path) -> list[str]:
                 if run.name in curves:
                     steps, losses = curves[run.name]
                     label = None if labelled else f"β = {beta:g}"
-                    curve_axes.plot(steps, losses, color=colour[beta], label=label, linewidth=1)
+                    if run.status != "ok":  # its curve stops where it diverged or failed
+                        label = f"β = {beta:g} ({run.status})"
+                    curve_axes.plot(
+                        steps,
+                        losses,
+                        color=colour[beta],
+                        label=label,
+                        linewidth=1,
+                        linestyle="-" if run.status == "ok" else "--",
+                    )
                     labelled = True
         curve_axes.set_yscale("log")
         curve_axes.set_xlabel("step")
@@ -127,19 +179,21 @@ def figure1(runs: Sequence[Run], out: Path) -> list[str]:
     if len(plotted_betas) < len(betas):
         notes.append("beta <= 0 cannot be placed on the log axis: left out of the MAE panel")
     units = next((run.units for run in runs if run.units), {})  # failed runs have none
-    for metric, label, unit in (
-        ("energy_mae", "energy MAE", units.get("energy")),
-        ("force_mae", "force MAE", units.get("forces")),
+    groups = {beta: by_beta[(beta,)] for beta in plotted_betas}
+    plotted = 0
+    for metric, label, unit, colour_name in (
+        ("energy_mae", "energy MAE", units.get("energy"), "tab:blue"),
+        ("force_mae", "force MAE", units.get("forces"), "tab:orange"),
     ):
-        points = [(b, aggregate_metric(by_beta[(b,)], metric)) for b in plotted_betas]
-        finite = [(b, v) for b, v in points if isinstance(v, float) and math.isfinite(v)]
-        if len(finite) < len(points):
-            lost = ", ".join(f"{b:g} ({v})" for b, v in points if (b, v) not in finite)
-            notes.append(f"{label}: no finite value for beta = {lost}")
-        if finite:
-            xs, ys = zip(*finite, strict=True)
-            mae_axes.plot(xs, ys, "o-", label=with_unit(label, {unit} if unit else set()))
-    if not mae_axes.lines and not curves:
+        plotted += _plot_against(
+            mae_axes,
+            groups,
+            metric,
+            with_unit(label, {unit} if unit else set()),
+            notes,
+            color=colour_name,
+        )
+    if not plotted and not curves:
         raise ReportError("fig1: no training log and no ok run with a finite test MAE to plot")
     mae_axes.set_xscale("log")
     mae_axes.set_yscale("log")
@@ -149,6 +203,77 @@ def figure1(runs: Sequence[Run], out: Path) -> list[str]:
     mae_axes.set_title("test error against β")
     if mae_axes.lines:
         mae_axes.legend(fontsize="small")
+    figure.savefig(out, dpi=120)
+    return notes
+
+
+FIG2_KEYS = ("dataset.n_train", "seed", *VARIANT_KEYS)
+
+
+def _n_train(run: Run) -> float:
+    n_train = run.setting("dataset.n_train")
+    if not is_number(n_train):
+        raise ReportError(
+            f"{run.folder / CONFIG_FILE}: dataset.n_train={n_train!r}; fig2 needs a number of "
+            "training frames"
+        )
+    return float(n_train)
+
+
+def figure2(runs: Sequence[Run], out: Path) -> list[str]:
+    """Paper Fig. 2 from a training-set-size sweep, saved to ``out``; returns notes.
+
+    Two log-log panels, test energy and force MAE against dataset.n_train, one line per
+    variant (activation / normalization / rescaling).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs, notes = runs_of_task(runs, "potential", "fig2")
+    others = [key for key in differing_settings(runs) if key not in FIG2_KEYS]
+    if others:
+        values = "; ".join(
+            f"{key} = {', '.join(sorted({str(run.setting(key)) for run in runs}))}"
+            for key in others
+        )
+        raise ReportError(
+            f"fig2 needs one training-set-size sweep (variants allowed), but the runs also "
+            f"differ in {values}"
+        )
+    by_variant = group_by(runs, lambda run: (variant_label(run),))
+    variants = ordered((key[0] for key in by_variant), VARIANT_ORDER)
+    units = next((run.units for run in runs if run.units), {})
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, 2)
+    plotted = 0
+    for axes, metric, title, unit in zip(
+        panels,
+        ("energy_mae", "force_mae"),
+        ("energy", "force"),
+        (units.get("energy"), units.get("forces")),
+        strict=True,
+    ):
+        for index, variant in enumerate(variants):
+            groups = group_by(by_variant[(variant,)], lambda run: (_n_train(run),))
+            plotted += _plot_against(
+                axes,
+                {key[0]: group for key, group in groups.items()},
+                metric,
+                f"{title} MAE, {variant}",
+                notes,
+                color=f"C{index}",
+            )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("training frames")
+        axes.set_ylabel(with_unit(f"test {title} MAE", {unit} if unit else set()))
+        axes.set_title(f"test {title} MAE against training-set size")
+        axes.legend(fontsize="small")
+    if not plotted:
+        raise ReportError("fig2: no ok run with a finite test MAE to plot")
+    if "*" in variants:
+        notes.append("* = IReLU, no normalization layers, labels divided by a power of ten")
     figure.savefig(out, dpi=120)
     return notes
 

@@ -268,8 +268,10 @@ VARIANT_LABELS = {
     ("original", "original", "none"): "baseline",
     ("original", "original", "standardize"): "standardized",
     ("irelu", "none", "power_of_ten"): "*",
+    ("irelu", "original", "none"): "IReLU only",
+    ("original", "none", "power_of_ten"): "denorm + rescale",
 }
-VARIANT_ORDER = ("baseline", "standardized", "*")
+VARIANT_ORDER = ("baseline", "standardized", "*", "IReLU only", "denorm + rescale")
 VARIANT_KEYS = ("activation", "normalization", "rescaling")
 MD17_MOLECULES = (
     "aspirin",

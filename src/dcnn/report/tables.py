@@ -9,8 +9,9 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from statistics import fmean
+from statistics import fmean, stdev
 
+from dcnn.report.published import SOURCE, pinn_value, table1_value
 from dcnn.report.runs import (
     MD17_MOLECULES,
     PDE_ORDER,
@@ -19,9 +20,11 @@ from dcnn.report.runs import (
     VARIANT_KEYS,
     VARIANT_ORDER,
     Cell,
+    ReportError,
     Run,
     differing_settings,
     group_by,
+    lookup,
     ordered,
     pinn_variant_label,
     runs_of_task,
@@ -29,6 +32,17 @@ from dcnn.report.runs import (
     sort_key,
     variant_label,
 )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A metric over the ok runs of a table cell: the mean, the spread over seeds (standard
+    deviation, with two or more runs) and the published value where the paper has one."""
+
+    mean: float
+    std: float | None = None
+    published: str | None = None
+    n: int = 1
 
 
 @dataclass
@@ -47,9 +61,14 @@ def format_number(value: float) -> str:
     return "NaN" if math.isnan(value) else f"{value:.4g}"
 
 
-def _markdown_cell(cell: Cell) -> str:
+def _markdown_cell(cell: Cell | Measured) -> str:
     if cell is None:
         return "-"
+    if isinstance(cell, Measured):
+        text = format_number(cell.mean)
+        if cell.std is not None:
+            text += f" ± {format_number(cell.std)}"
+        return text if cell.published is None else f"{text} [{cell.published}]"
     if isinstance(cell, float):
         return format_number(cell)
     return str(cell).replace("\n", " ").replace("|", "\\|")
@@ -86,8 +105,34 @@ def _csv_cell(cell: Cell) -> str:
     return str(cell)
 
 
+def flat_table(table: Table) -> Table:
+    """``table`` with each column of Measured cells split into mean, std and published."""
+    columns: list[str] = []
+    parts: list[tuple[int, str]] = []  # (column index, which part)
+    for index, column in enumerate(table.columns):
+        cells = [row[index] for row in table.rows]
+        measured = [cell for cell in cells if isinstance(cell, Measured)]
+        columns.append(column)
+        parts.append((index, "value"))
+        if any(cell.std is not None for cell in measured):
+            columns.append(f"{column} std")
+            parts.append((index, "std"))
+        if any(cell.published is not None for cell in measured):
+            columns.append(f"{column} paper")
+            parts.append((index, "published"))
+
+    def part(cell, which: str) -> Cell:
+        if not isinstance(cell, Measured):
+            return cell if which == "value" else None
+        return {"value": cell.mean, "std": cell.std, "published": cell.published}[which]
+
+    rows = [[part(row[index], which) for index, which in parts] for row in table.rows]
+    return Table(columns, rows, table.title, table.group, table.notes)
+
+
 def render_csv(tables: Sequence[Table]) -> str:
     """One CSV table; several tables are stacked with their group column in front."""
+    tables = [flat_table(table) for table in tables]
     if len(tables) == 1 and tables[0].group is None:
         columns, records = (
             tables[0].columns,
@@ -190,6 +235,42 @@ def aggregate_metric(runs: Sequence[Run], metric: str) -> Cell:
     return math.nan if any(value is None for value in values) else fmean(values)
 
 
+def summarize(runs: Sequence[Run], metric: str, published: str | None = None) -> Cell:
+    """A table cell for ``metric`` over ``runs``: a Measured value (mean, spread over the ok
+    runs, the published value), or the reason there is none (see ``aggregate_metric``)."""
+    mean = aggregate_metric(runs, metric)
+    if not isinstance(mean, float):
+        return mean
+    values = [run.test[metric] for run in runs if run.status == "ok"]
+    std = stdev(values) if len(values) > 1 and not math.isnan(mean) else None
+    return Measured(mean, std, published, len(values))
+
+
+BUDGET_KEYS = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "dataset.n_train",
+    "dataset.batch_size",
+    "optimizer.lr",
+)
+
+
+def budget_note(runs: Sequence[Run]) -> str:
+    """The training budget the runs share (or the values they take), and their seeds."""
+    parts = []
+    for key in BUDGET_KEYS:
+        values = {lookup(run.config, key) for run in runs} - {None, -1}
+        if values:
+            parts.append(f"{key}={'/'.join(str(v) for v in sorted(values, key=sort_key))}")
+    seeds = sorted({run.setting("seed") for run in runs} - {None}, key=sort_key)
+    if seeds:
+        parts.append(f"seeds {', '.join(str(seed) for seed in seeds)}")
+    return "budget: " + ", ".join(parts)
+
+
+SPREAD_NOTE = "a ± b: mean ± standard deviation over the ok runs (seeds) of the cell"
+
+
 def run_count(runs: Sequence[Run]) -> Cell:
     """Number of ok runs averaged; "ok/total" when some runs diverged or failed."""
     n_ok = sum(run.status == "ok" for run in runs)
@@ -201,8 +282,38 @@ COUNT_NOTE = "n: ok runs averaged (ok/total when some runs diverged or failed)"
 
 def table1(runs: Sequence[Run]) -> list[Table]:
     """Paper Table 1: rows model + variant (+ any other setting that differs), columns
-    molecule x (energy MAE, force MAE, n), seeds averaged."""
+    molecule x (energy MAE, force MAE, n), seeds averaged, the published value in each cell
+    where the paper has one."""
     runs, notes = runs_of_task(runs, "potential", "table1")
+    return [_molecule_table(runs, "Table 1: test MAE (mean over ok runs)", notes)]
+
+
+# The paper's ablation tables (its appendix C): variant label -> title.
+ABLATIONS = {
+    "IReLU only": "Table 7: IReLU alone (raw labels, normalization layers kept)",
+    "*": "Table 8: IReLU with denormalization and power-of-ten rescaling",
+    "denorm + rescale": "Table 9: denormalization and rescaling with the original activations",
+}
+
+
+def ablation_tables(runs: Sequence[Run]) -> list[Table]:
+    """Paper Tables 7-9: one table per ablation variant found, rows model, columns molecules."""
+    runs, notes = runs_of_task(runs, "potential", "ablations")
+    tables = []
+    for variant, title in ABLATIONS.items():
+        chosen = [run for run in runs if variant_label(run) == variant]
+        if chosen:
+            tables.append(_molecule_table(chosen, f"{title}: test MAE", list(notes)))
+    if not tables:
+        found = ", ".join(sorted({variant_label(run) for run in runs}))
+        raise ReportError(
+            f"ablations needs runs of {', '.join(ABLATIONS)} (sweeps ablation_irelu_only, "
+            f"ablation_denorm_rescale, table1); found only {found}"
+        )
+    return tables
+
+
+def _molecule_table(runs: Sequence[Run], title: str, notes: list[str]) -> Table:
     fixed_by_layout = {"task", "dataset.molecule", "model", "seed", *VARIANT_KEYS}
     extras = [key for key in differing_settings(runs) if key not in fixed_by_layout]
 
@@ -239,18 +350,25 @@ def table1(runs: Sequence[Run]) -> list[Table]:
             cell_runs = cells.get((*key, molecule), [])
             if cell_runs:
                 row += [
-                    aggregate_metric(cell_runs, "energy_mae"),
-                    aggregate_metric(cell_runs, "force_mae"),
-                    run_count(cell_runs),
+                    summarize(cell_runs, metric, table1_value(key[0], key[1], molecule, metric))
+                    for metric in ("energy_mae", "force_mae")
                 ]
+                row.append(run_count(cell_runs))
             else:
                 row += [None, None, None]
         rows.append(row)
 
     if any(key[1] == "*" for key in row_keys):
         notes.append("* = IReLU, no normalization layers, labels divided by a power of ten")
-    notes.append(COUNT_NOTE)
-    return [Table(columns, rows, title="Table 1: test MAE (mean over ok runs)", notes=notes)]
+    notes += _value_notes(rows, f"[x]: published value ({SOURCE}, Table 1)")
+    notes += [budget_note(runs), COUNT_NOTE]
+    return Table(columns, rows, title=title, notes=notes)
+
+
+def _value_notes(rows: list[list[Cell]], published_note: str) -> list[str]:
+    cells = [cell for row in rows for cell in row if isinstance(cell, Measured)]
+    notes = [SPREAD_NOTE] if any(cell.std is not None for cell in cells) else []
+    return notes + ([published_note] if any(cell.published for cell in cells) else [])
 
 
 PINN_METRICS = ("mse", "rmse", "nrmse")
@@ -286,13 +404,18 @@ def pinn_tables(runs: Sequence[Run]) -> list[Table]:
         rows = []
         for key in row_keys:
             row: list[Cell] = [setting_cell(value) for value in key]
-            row += [aggregate_metric(groups[key], m) for m in (*PINN_METRICS, *term_losses)]
+            row += [
+                summarize(groups[key], m, pinn_value(pde, key[0], m))
+                for m in (*PINN_METRICS, *term_losses)
+            ]
             row.append(run_count(groups[key]))
             rows.append(row)
         notes = [
             *skipped_note,
             "mse/rmse/nrmse: test grid, last saved time steps (the paper's PINN 'MSE' is nRMSE); "
             "*_loss: loss terms at the final parameters",
+            *_value_notes(rows, f"[x]: published nRMSE ({SOURCE}, Tables 3-5)"),
+            budget_note(pde_runs),
             COUNT_NOTE,
         ]
         tables.append(

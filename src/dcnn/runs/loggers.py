@@ -21,7 +21,6 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 LOGGERS = ("csv", "wandb")
-DEFAULT_SWEEP_ROOT = Path("outputs") / "multiruns"
 
 
 def run_name(overrides: list[str]) -> str:
@@ -30,18 +29,6 @@ def run_name(overrides: list[str]) -> str:
         o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("hydra", "logger"))
     ]
     return ",".join(kept) or "default"
-
-
-def sweep_group(sweep_dir: Path) -> str:
-    """W&B group of a multirun: its folder under outputs/multiruns with the date
-    ('2026-12-01_15-26-31'), or the folder's own name for a sweep folder given by the user."""
-    sweep_dir = Path(sweep_dir)
-    parts = sweep_dir.parts
-    root = DEFAULT_SWEEP_ROOT.parts
-    for start in range(len(parts) - len(root)):
-        if parts[start : start + len(root)] == root:
-            return "_".join(parts[start + len(root) :])
-    return sweep_dir.name
 
 
 class _ResumedWriter(ExperimentWriter):

@@ -16,6 +16,7 @@ CONFIG_FILE = "config_resolved.yaml"
 TRAINING_LOG = Path("csv") / "metrics.csv"
 PREVIOUS_DIR = "previous"  # runs a relaunch moved aside (dcnn.runs.folder)
 STATUSES = ("ok", "diverged", "interrupted", "failed")
+DEFAULT_SWEEP_ROOT = Path("outputs") / "multiruns"
 
 
 class RecordError(Exception):
@@ -80,3 +81,15 @@ def read_record(folder: Path) -> dict | None:
             f"{', '.join(STATUSES)}); move it away to run this folder again"
         )
     return record
+
+
+def sweep_group(sweep_dir: Path) -> str:
+    """W&B group of a multirun: its folder under outputs/multiruns with the date
+    ('2026-12-01_15-26-31'), or the folder's own name for a sweep folder given by the user."""
+    sweep_dir = Path(sweep_dir)
+    parts = sweep_dir.parts
+    root = DEFAULT_SWEEP_ROOT.parts
+    for start in range(len(parts) - len(root)):
+        if parts[start : start + len(root)] == root:
+            return "_".join(parts[start + len(root) :])
+    return sweep_dir.name
