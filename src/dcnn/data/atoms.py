@@ -59,6 +59,8 @@ class AtomsData:
     units: dict[str, str] = field(default_factory=dict)
     source: str = ""
     unit_origin: str = ""
+    fixed: np.ndarray | None = None
+    systems: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.numbers = _as_array(self.source, "numbers", self.numbers, np.int64)
@@ -69,6 +71,11 @@ class AtomsData:
         self.cell = _as_array(self.source, "cell", self.cell, np.float64)
         self.pbc = _as_array(self.source, "pbc", self.pbc, np.bool_)
         self.frame_ids = _as_array(self.source, "frame_ids", self.frame_ids, np.int64)
+        if self.fixed is None:
+            self.fixed = np.zeros(len(self.numbers), dtype=bool)
+        self.fixed = _as_array(self.source, "fixed", self.fixed, np.bool_)
+        if self.systems is not None:
+            self.systems = _as_array(self.source, "systems", self.systems, np.int64)
         self.units = dict(self.units)
 
     def __len__(self) -> int:
@@ -111,6 +118,8 @@ class AtomsData:
             units=self.units,
             source=self.source,
             unit_origin=self.unit_origin,
+            fixed=self.fixed[atom_index],
+            systems=None if self.systems is None else self.systems[indices],
         )
 
     def validate(self) -> None:
@@ -132,6 +141,7 @@ class AtomsData:
         n_total = int(self.offsets[-1])
         expected_shapes = {
             "numbers": (n_total,),
+            "fixed": (n_total,),
             "positions": (n_total, 3),
             "forces": (n_total, 3),
             "energy": (n_frames,),
@@ -139,6 +149,8 @@ class AtomsData:
             "pbc": (n_frames, 3),
             "frame_ids": (n_frames,),
         }
+        if self.systems is not None:
+            expected_shapes["systems"] = (n_frames,)
         for key, expected in expected_shapes.items():
             got = getattr(self, key).shape
             if got != expected:
@@ -194,6 +206,16 @@ class AtomsData:
             + [part.offsets[1:] + start for part, start in zip(parts, atom_starts, strict=True)]
         )
         sources = list(dict.fromkeys(part.source for part in parts))
+        systems = None
+        if any(part.systems is not None for part in parts):
+            # Systems of different parts are different systems; a part without them has
+            # independent frames, each a system of its own.
+            codes, start = [], 0
+            for part in parts:
+                own = part.systems if part.systems is not None else np.arange(len(part))
+                codes.append(own + start)
+                start += int(own.max(initial=-1)) + 1
+            systems = np.concatenate(codes)
         return cls(
             numbers=np.concatenate([part.numbers for part in parts]),
             positions=np.concatenate([part.positions for part in parts]),
@@ -206,11 +228,36 @@ class AtomsData:
             units=units,
             source="; ".join(sources),
             unit_origin=parts[0].unit_origin,
+            fixed=np.concatenate([part.fixed for part in parts]),
+            systems=systems,
         )
 
 
+def _take_systems(frames_of: list[np.ndarray], count: int) -> tuple[np.ndarray, int]:
+    """Frames of whole systems, taken in turn until ``count`` frames (the last one cut short);
+    returns them and how many systems were used."""
+    taken: list[np.ndarray] = []
+    have = used = 0
+    while have < count:
+        if used == len(frames_of):
+            raise DataError(
+                f"split_indices: the systems left hold {have} frames, fewer than the {count} a "
+                "split asks for; lower the split sizes, or split by frame (dataset.split=frames)"
+            )
+        frames = frames_of[used][: count - have]
+        taken.append(frames)
+        have += len(frames)
+        used += 1
+    return (np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)), used
+
+
 def split_indices(
-    n_frames: int, n_train: int, n_val: int, n_test: int | None, seed: int
+    n_frames: int,
+    n_train: int,
+    n_val: int,
+    n_test: int | None,
+    seed: int,
+    systems: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random disjoint train/val/test frame indices (each sorted).
 
@@ -220,6 +267,10 @@ def split_indices(
     ``n_train``, and a smaller training set is part of every larger one (a training-set-size study
     compares like with like). ``n_test=None`` puts all frames not used for training or validation
     into the test split.
+
+    With ``systems`` (the structure or trajectory of each frame) whole systems are permuted
+    instead and dealt out the same way, so that no system has frames in two splits; the last
+    system a split takes may be cut short (its other frames are used by no split).
     """
     requested = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     for name, count in requested.items():
@@ -233,21 +284,30 @@ def split_indices(
             f"split_indices: {n_frames} frames available, but requested n_train={n_train}, "
             f"n_val={n_val}, n_test={n_test} ({n_train + n_val + (n_test or 0)} frames)"
         )
-    order = np.random.default_rng(seed).permutation(n_frames)
-    evaluation_start = n_frames - n_test_used - n_val
-    train = np.sort(order[:n_train])
-    val = np.sort(order[evaluation_start : evaluation_start + n_val])
-    test = np.sort(order[evaluation_start + n_val :])
-    return train, val, test
+    rng = np.random.default_rng(seed)
+    if systems is None:
+        order = rng.permutation(n_frames)
+        evaluation_start = n_frames - n_test_used - n_val
+        train = np.sort(order[:n_train])
+        val = np.sort(order[evaluation_start : evaluation_start + n_val])
+        test = np.sort(order[evaluation_start + n_val :])
+        return train, val, test
+    names = np.unique(systems)
+    frames_of = [np.flatnonzero(systems == name) for name in names[rng.permutation(len(names))]]
+    test, n_test_systems = _take_systems(frames_of[::-1], n_test_used)
+    val, n_val_systems = _take_systems(frames_of[::-1][n_test_systems:], n_val)
+    remaining = frames_of[: len(frames_of) - n_test_systems - n_val_systems]
+    train, _ = _take_systems(remaining, n_train)
+    return np.sort(train), np.sort(val), np.sort(test)
 
 
 class AtomsDataset(torch.utils.data.Dataset):
     """Torch dataset over an AtomsData; an item is one frame as a dict of tensors.
 
     Item keys: ``numbers`` (n,) int64, ``positions`` (n, 3), ``energy`` (), ``forces`` (n, 3),
-    ``cell`` (3, 3), ``pbc`` (3,) bool. Positions and cells are in ``dtype``; the labels stay in
-    float64, so that the label transform (a shift of ~4e5 kcal/mol for MD17) is exact before
-    anything is cast to the model's precision.
+    ``cell`` (3, 3), ``pbc`` (3,) bool, ``fixed`` (n,) bool. Positions and cells are in
+    ``dtype``; the labels stay in float64, so that the label transform (a shift of ~4e5 kcal/mol
+    for MD17) is exact before anything is cast to the model's precision.
     """
 
     def __init__(self, data: AtomsData, dtype: torch.dtype = torch.float32) -> None:
@@ -263,6 +323,7 @@ class AtomsDataset(torch.utils.data.Dataset):
         self._forces = torch.from_numpy(data.forces)
         self._cell = torch.from_numpy(data.cell).to(dtype)
         self._pbc = torch.from_numpy(data.pbc)
+        self._fixed = torch.from_numpy(data.fixed)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -279,6 +340,7 @@ class AtomsDataset(torch.utils.data.Dataset):
             "forces": self._forces[atoms],
             "cell": self._cell[index],
             "pbc": self._pbc[index],
+            "fixed": self._fixed[atoms],
         }
 
 
@@ -287,6 +349,7 @@ class AtomsCollate:
 
     Batch keys: ``numbers`` (N,), ``positions`` (N, 3), ``batch`` (N,) frame of each atom,
     ``n_atoms`` (B,), ``energy`` (B,), ``forces`` (N, 3), ``cell`` (B, 3, 3), ``pbc`` (B, 3),
+    ``fixed`` (N,) atoms held by a constraint,
     ``edge_index`` (2, E) global atom indices and ``edge_shift`` (E, 3) so that the vector from
     atom ``edge_index[0]`` to atom ``edge_index[1]`` is ``positions[j] - positions[i] + shift``.
     A plain object holding only the cutoff, so it pickles into DataLoader worker processes.
@@ -310,6 +373,7 @@ class AtomsCollate:
             "forces": torch.cat([item["forces"] for item in items]),
             "cell": torch.stack([item["cell"] for item in items]),
             "pbc": torch.stack([item["pbc"] for item in items]),
+            "fixed": torch.cat([item["fixed"] for item in items]),
         }
         batch["edge_index"], batch["edge_shift"] = batched_neighbor_list(
             batch["positions"], batch["cell"], batch["pbc"], n_atoms, self.cutoff

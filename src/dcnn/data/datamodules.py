@@ -6,10 +6,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, split_indices
+from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, DataError, split_indices
 from dcnn.data.loaders import EpochOrder, ResumableLoader, evaluation_loader, training_loader
 from dcnn.data.readers import resolve_data_path
-from dcnn.data.sources import read_frames, split_sizes
+from dcnn.data.sources import read_frames, split_kind, split_sizes
 
 
 def _rank_and_world(datamodule: pl.LightningDataModule) -> tuple[int, int]:
@@ -40,6 +40,8 @@ class AtomsDataModule(pl.LightningDataModule):
         energy_unit: str | None = None,
         length_unit: str | None = None,
         report_energy_unit: str | None = None,
+        split: str = "auto",
+        fixed_atoms: str = "exclude",
     ) -> None:
         super().__init__()
         self.source = resolve_data_path(path, root)
@@ -56,8 +58,17 @@ class AtomsDataModule(pl.LightningDataModule):
         sizes = split_sizes(
             len(self.data), n_train, n_val, n_test, max_eval_frames, str(self.source)
         )
-        indices = split_indices(len(self.data), *sizes, seed)
+        self.split_by = split_kind(split, self.data, str(self.source))
+        systems = self.data.systems if self.split_by == "systems" else None
+        indices = split_indices(len(self.data), *sizes, seed, systems=systems)
         self.splits = dict(zip(("train", "val", "test"), indices, strict=True))
+        if fixed_atoms not in ("exclude", "include"):
+            raise DataError(
+                f"dataset.fixed_atoms={fixed_atoms!r}; expected exclude (forces of atoms a "
+                "constraint holds are left out of the force loss and metrics, as in S2EF) or "
+                "include"
+            )
+        self.fixed_atoms = fixed_atoms
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -101,11 +112,15 @@ class AtomsDataModule(pl.LightningDataModule):
 
     def describe(self) -> dict:
         """What was read and how it was split (logged with the run, kept in metrics.json)."""
-        return {
+        facts = {
             **self.frames.facts(),
             "source": str(self.source),
+            "split": self.split_by,
             **{f"n_{name}": len(idx) for name, idx in self.splits.items()},
         }
+        if self.data.fixed.any():
+            facts["fixed_atoms"] = f"{self.fixed_atoms} ({int(self.data.fixed.sum())} held atoms)"
+        return facts
 
 
 class RepeatedBatch(torch.utils.data.Dataset):

@@ -23,6 +23,7 @@ import ase
 import ase.io
 import numpy as np
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.constraints import FixAtoms
 
 from dcnn.data.atoms import AtomsData, DataError
 
@@ -343,8 +344,11 @@ def read_ase(path: str | Path, index: str | int | slice = ":") -> AtomsData:
 
     A folder contributes its *.traj, *.extxyz, *.xyz and *.db files in sorted order; ``index``
     selects frames within each file. Forces are read without constraints (OC20 fixes atoms with
-    FixAtoms, and with the constraint applied their forces would read as zero). ``frame_ids``
-    count the frames read, so they are unique across files.
+    FixAtoms, and with the constraint applied their forces would read as zero); the atoms a
+    FixAtoms constraint holds are marked ``fixed``. ``frame_ids`` count the frames read, so they
+    are unique across files. ``systems``: a frame's ``sid`` / ``system_id`` info key when every
+    frame has one (OC20/OC22 exports), else its file when there are several files (one
+    relaxation trajectory per .traj file); a single file without them gives independent frames.
     """
     path = _require_exists(Path(path))
     if path.is_dir():
@@ -358,7 +362,8 @@ def read_ase(path: str | Path, index: str | int | slice = ":") -> AtomsData:
     else:
         files = [path]
     numbers, positions, energy, forces, cells, pbcs = [], [], [], [], [], []
-    for file in files:
+    fixed, file_of_frame, system_ids = [], [], []
+    for file_number, file in enumerate(files):
         frames = _read_ase_file(file, index)
         if not frames:
             raise DataError(f"{file}: holds no frames for index {index!r}")
@@ -375,6 +380,13 @@ def read_ase(path: str | Path, index: str | int | slice = ":") -> AtomsData:
             positions.append(atoms.positions)
             cells.append(atoms.cell.array)
             pbcs.append(atoms.pbc)
+            held = np.zeros(len(atoms), dtype=bool)
+            for constraint in atoms.constraints:
+                if isinstance(constraint, FixAtoms):
+                    held[constraint.get_indices()] = True
+            fixed.append(held)
+            file_of_frame.append(file_number)
+            system_ids.append(atoms.info.get("sid", atoms.info.get("system_id")))
     counts = [len(frame_numbers) for frame_numbers in numbers]
     data = AtomsData(
         numbers=np.concatenate(numbers),
@@ -388,9 +400,18 @@ def read_ase(path: str | Path, index: str | int | slice = ":") -> AtomsData:
         units=DEFAULT_UNITS["ase"],
         source=str(path),
         unit_origin=_CONVENTIONS["ase"],
+        fixed=np.concatenate(fixed),
+        systems=_systems(system_ids, file_of_frame, len(files)),
     )
     data.validate()
     return data
+
+
+def _systems(system_ids: list, file_of_frame: list[int], n_files: int) -> np.ndarray | None:
+    if all(sid is not None for sid in system_ids):
+        _, codes = np.unique(np.asarray([str(sid) for sid in system_ids]), return_inverse=True)
+        return codes
+    return np.asarray(file_of_frame) if n_files > 1 else None
 
 
 _READERS = {"rmd17": read_rmd17, "md17": read_md17_npz, "ase": read_ase}

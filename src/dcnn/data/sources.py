@@ -10,7 +10,10 @@ how many frames go to each split. What was found is logged and recorded with the
   r_unit), otherwise the format's convention (MD17: kcal/mol; ASE: eV; both Angstrom).
   Positions are converted to Angstrom, energies to ``report_energy_unit`` when given.
 - Splits: ``n_val`` and ``n_test`` default to what the training split leaves: validation
-  min(200, 20 % of it), test the rest up to ``max_eval_frames``.
+  min(200, 20 % of it), test the rest up to ``max_eval_frames``. Frames of one system (a
+  relaxation trajectory: one file of a folder, or an ``sid`` key) stay in one split
+  (``split: auto`` does so whenever the data names systems; MD frames are split one by one, as
+  the paper did).
 """
 
 from __future__ import annotations
@@ -165,6 +168,23 @@ def read_frames(
         f", reported in {units.energy}" if report else "",
     )
     return frames
+
+
+SPLITS = ("auto", "frames", "systems")
+
+
+def split_kind(split: str, data: AtomsData, source: str) -> str:
+    """``frames`` or ``systems``: how the frames of ``data`` are dealt out to the splits."""
+    if split not in SPLITS:
+        raise DataError(f"dataset.split={split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "systems" and data.systems is None:
+        raise DataError(
+            f"dataset.split=systems, but {source} does not say which system each frame belongs "
+            "to (several trajectory files, or an sid / system_id info key); use split=frames"
+        )
+    if split == "auto":
+        return "frames" if data.systems is None else "systems"
+    return split
 
 
 def split_sizes(

@@ -135,9 +135,7 @@ def legendre_harmonics(cosine: Tensor, n_degrees: int) -> Tensor:
     polynomials = [torch.ones_like(cosine), cosine]
     for degree in range(2, n_degrees):
         previous, current = polynomials[-2], polynomials[-1]
-        polynomials.append(
-            ((2 * degree - 1) * cosine * current - (degree - 1) * previous) / degree
-        )
+        polynomials.append(((2 * degree - 1) * cosine * current - (degree - 1) * previous) / degree)
     stacked = torch.stack(polynomials[:n_degrees], dim=-1)
     factors = torch.tensor(
         [math.sqrt((2 * degree + 1) / (4 * math.pi)) for degree in range(n_degrees)],

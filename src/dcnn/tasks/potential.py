@@ -38,6 +38,7 @@ class PotentialTask(DerivativeTask):
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
         divergence_ratio: float | None = 1e6,
+        exclude_fixed_atoms: bool = True,
     ) -> None:
         super().__init__(
             {"energy": alpha, "forces": beta},
@@ -49,6 +50,7 @@ class PotentialTask(DerivativeTask):
         )
         self.model = EnergyForceModel(energy_model)
         self.scaler = scaler
+        self.exclude_fixed_atoms = exclude_fixed_atoms
         self.loss_fn = loss_function(loss_kind)
         # Keyed "<stage>/<quantity>_<metric>" with "/" -> ":" (module names cannot hold dots).
         self.metrics = nn.ModuleDict(
@@ -67,18 +69,22 @@ class PotentialTask(DerivativeTask):
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         energy, forces = self.model(batch, create_graph=stage == "train")
         n_atoms = batch["n_atoms"]
-        target_energy = self.scaler.encode_energy(batch["energy"], n_atoms).to(energy.dtype)
+        structure = (n_atoms, batch["numbers"], batch["batch"])
+        target_energy = self.scaler.encode_energy(batch["energy"], *structure).to(energy.dtype)
         target_forces = self.scaler.encode_forces(batch["forces"]).to(forces.dtype)
+        # S2EF: atoms a constraint holds have no force to learn (their DFT force is not zero,
+        # but the relaxation never moved them); they are left out of loss and metrics.
+        free = ~batch["fixed"] if self.exclude_fixed_atoms else slice(None)
         terms = {
             "energy": self.loss_fn(energy, target_energy),
-            "forces": self.loss_fn(forces, target_forces),
+            "forces": self.loss_fn(forces[free], target_forces[free]),
         }
         total = self.combine_terms(terms, stage, batch_size=len(n_atoms))
         # Metrics in the dataset's units, after the inverse label transform. They are only
         # updated here and logged once per epoch (logging a Metric object every step is slow).
         pairs = {
-            "energy": (self.scaler.decode_energy(energy.detach(), n_atoms), batch["energy"]),
-            "force": (self.scaler.decode_forces(forces.detach()), batch["forces"]),
+            "energy": (self.scaler.decode_energy(energy.detach(), *structure), batch["energy"]),
+            "force": (self.scaler.decode_forces(forces.detach()[free]), batch["forces"][free]),
         }
         with torch.no_grad():
             for quantity, (predicted, target) in pairs.items():
