@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers import TINY, compose_train
 
 from dcnn.data.atoms import DataError
@@ -50,7 +51,7 @@ def test_a_pinn_run_that_blows_up_without_nan_is_recorded_as_diverged(tmp_path):
         "dataset.n_domain=200",
         "dataset.n_boundary=100",
         "dataset.n_initial=200",
-        "trainer.max_steps=50",
+        "trainer.max_steps=150",
         "trainer.enable_progress_bar=false",
         "optimizer.lr=1e10",
     ]
@@ -58,6 +59,22 @@ def test_a_pinn_run_that_blows_up_without_nan_is_recorded_as_diverged(tmp_path):
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result["status"] == recorded["status"] == "diverged"
     assert "over divergence_ratio=1e+06 times their first value" in recorded["error"]
+    assert "for divergence_patience=100 steps" in recorded["error"]
     # Without the bound the same run ends "ok" with a meaningless error.
     unbounded = run(compose_train([*overrides, "divergence_ratio=null"]), tmp_path / "unbounded")
     assert unbounded["status"] == "ok" and unbounded["test"]["nrmse"] > 1e3
+
+
+def test_a_spike_the_run_recovers_from_is_not_divergence():
+    from dcnn.tasks.common import DerivativeTask, DivergedError
+    from dcnn.tasks.weighting import FixedWeights
+
+    task = DerivativeTask(
+        {"a": 1.0}, FixedWeights(), torch.optim.Adam, divergence_ratio=10, divergence_patience=3
+    )
+    for value in (1.0, 500.0, 50.0, 2.0, 20.0, 30.0):  # spikes, back below 10 x the first
+        task._check_divergence("train", value, {"a": value})
+    with pytest.raises(DivergedError, match="for divergence_patience=3 steps"):
+        task._check_divergence("train", 40.0, {"a": 40.0})  # the third step in a row above
+    with pytest.raises(ValueError, match="divergence_patience=0"):
+        DerivativeTask({"a": 1.0}, FixedWeights(), torch.optim.Adam, divergence_patience=0)

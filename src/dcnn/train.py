@@ -54,6 +54,7 @@ def task_parts(cfg: DictConfig) -> dict:
         "scheduler": None if cfg.scheduler is None else hydra.utils.instantiate(cfg.scheduler),
         "scheduler_interval": cfg.scheduler_interval,
         "divergence_ratio": cfg.divergence_ratio,
+        "divergence_patience": cfg.divergence_patience,
     }
 
 

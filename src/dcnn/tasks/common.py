@@ -34,8 +34,10 @@ class DerivativeTask(pl.LightningModule):
     """Base LightningModule: combines named loss terms through a weighting strategy.
 
     A run diverges when its loss is not finite, or when the sum of its unweighted loss terms
-    exceeds ``divergence_ratio`` times its value at the first training step (a blow-up that
-    never reaches NaN; adaptive weights do not count, since the terms are unweighted).
+    stays above ``divergence_ratio`` times its value at the first training step for
+    ``divergence_patience`` steps in a row (a blow-up that never reaches NaN; a spike the run
+    recovers from, as IReLU output layers give after their first steps, does not count;
+    adaptive weights do not count either, since the terms are unweighted).
     """
 
     def __init__(
@@ -46,8 +48,13 @@ class DerivativeTask(pl.LightningModule):
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
         divergence_ratio: float | None = 1e6,
+        divergence_patience: int = 100,
     ) -> None:
         super().__init__()
+        if divergence_patience < 1:
+            raise ValueError(
+                f"divergence_patience={divergence_patience}; expected a number of steps >= 1"
+            )
         if divergence_ratio is not None and not divergence_ratio > 1:
             raise ValueError(
                 f"divergence_ratio={divergence_ratio}; expected a number above 1 (how many times "
@@ -59,6 +66,8 @@ class DerivativeTask(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.divergence_ratio = divergence_ratio
+        self.divergence_patience = int(divergence_patience)
+        self.steps_above_bound = 0
         self.first_train_loss: float | None = None
         self.last_train_terms: dict[str, float] = {}
 
@@ -71,11 +80,17 @@ class DerivativeTask(pl.LightningModule):
         unweighted = sum(terms.values())
         if self.first_train_loss is None:
             self.first_train_loss = unweighted
-        elif self.divergence_ratio and unweighted > self.divergence_ratio * self.first_train_loss:
+            return
+        above = bool(self.divergence_ratio) and (
+            unweighted > self.divergence_ratio * self.first_train_loss
+        )
+        self.steps_above_bound = self.steps_above_bound + 1 if above else 0
+        if self.steps_above_bound >= self.divergence_patience:
             raise DivergedError(
                 f"train loss terms sum to {unweighted:.6g} at step {self.global_step}, over "
                 f"divergence_ratio={self.divergence_ratio:g} times their first value "
-                f"{self.first_train_loss:.6g} ({described})"
+                f"{self.first_train_loss:.6g} for divergence_patience={self.divergence_patience} "
+                f"steps ({described})"
             )
 
     def combine_terms(self, terms: Mapping[str, Tensor], stage: str, batch_size: int) -> Tensor:
@@ -109,6 +124,7 @@ class DerivativeTask(pl.LightningModule):
         checkpoint["task_state"] = {
             "weighting": self.weighting.state_dict(),
             "first_train_loss": self.first_train_loss,
+            "steps_above_bound": self.steps_above_bound,
             "last_train_terms": self.last_train_terms,
         }
 
@@ -116,6 +132,7 @@ class DerivativeTask(pl.LightningModule):
         state = checkpoint["task_state"]
         self.weighting.load_state_dict(state["weighting"])
         self.first_train_loss = state["first_train_loss"]
+        self.steps_above_bound = state["steps_above_bound"]
         self.last_train_terms = dict(state["last_train_terms"])
 
     def configure_optimizers(self):

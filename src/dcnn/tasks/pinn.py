@@ -34,10 +34,17 @@ class PinnTask(DerivativeTask):
         derivative_method: str = "auto",
         eval_last_steps: int = 20,
         divergence_ratio: float | None = 1e6,
+        divergence_patience: int = 100,
     ) -> None:
         weights = {name: alpha if name in RESIDUAL_TERMS else beta for name in problem.term_names}
         super().__init__(
-            weights, weighting, optimizer, scheduler, scheduler_interval, divergence_ratio
+            weights,
+            weighting,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            divergence_ratio,
+            divergence_patience,
         )
         self.model = model
         self.problem = problem

@@ -38,6 +38,7 @@ class PotentialTask(DerivativeTask):
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
         divergence_ratio: float | None = 1e6,
+        divergence_patience: int = 100,
         exclude_fixed_atoms: bool = True,
     ) -> None:
         super().__init__(
@@ -47,6 +48,7 @@ class PotentialTask(DerivativeTask):
             scheduler,
             scheduler_interval,
             divergence_ratio,
+            divergence_patience,
         )
         self.model = EnergyForceModel(energy_model)
         self.scaler = scaler
