@@ -46,3 +46,34 @@ def test_periodic_images_count_as_the_same_atoms():
 
 def test_a_few_training_steps_lower_the_loss(aspirin):
     check_training_lowers_the_loss(make, aspirin, CUTOFF)
+
+
+def _pyg_energy(model: SchNet, batch) -> torch.Tensor:
+    """PyG's own SchNet arithmetic: every edge through its filter network and propagate."""
+    source, target = batch["edge_index"]
+    positions = batch["positions"]
+    weight = (positions[target] - positions[source] + batch["edge_shift"]).norm(dim=-1)
+    attr = model.distance_expansion(weight)
+    h = model.embedding(batch["numbers"])
+    for interaction in model.interactions:
+        h = h + interaction(h, batch["edge_index"], weight, attr)
+    h = model.lin2(model.act(model.lin1(h)))
+    return model.readout(h, batch["batch"], dim=0, dim_size=len(batch["n_atoms"])).squeeze(-1)
+
+
+def test_filters_shared_by_reverse_edges_give_pygs_energy_and_forces(aspirin):
+    from model_checks import atoms_data
+
+    model = make().double()
+    crystal = batch_of(atoms_data([bulk("Cu", "fcc", a=3.6, cubic=True)]), [0], CUTOFF)
+    for batch in (batch_of(aspirin, [0, 3], CUTOFF), crystal):
+        positions = batch["positions"].clone().requires_grad_(True)
+        ours = model({**batch, "positions": positions})
+        (our_forces,) = torch.autograd.grad(ours.sum(), positions)
+        positions = batch["positions"].clone().requires_grad_(True)
+        theirs = _pyg_energy(model, {**batch, "positions": positions})
+        (their_forces,) = torch.autograd.grad(theirs.sum(), positions)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(our_forces, their_forces, rtol=1e-10, atol=1e-12)
+        without = {key: value for key, value in batch.items() if key != "edge_reverse"}
+        torch.testing.assert_close(model(without), ours.detach(), rtol=1e-12, atol=1e-12)

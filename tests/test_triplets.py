@@ -9,14 +9,13 @@ import pytest
 import torch
 from scipy.special import eval_legendre
 
-from dcnn.data.neighbors import batched_neighbor_list
+from dcnn.data.neighbors import batched_neighbor_list, reverse_edges
 from dcnn.models.triplets import (
     cosine_between,
     dimenet_triplets,
     edge_vectors,
     gemnet_triplets,
     legendre_harmonics,
-    reverse_edges,
 )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dcnn.data.neighbors import batched_neighbor_list
+from dcnn.data.neighbors import batched_neighbor_list, reverse_edges
 
 # Highest atomic number known to the periodic table; anything else is a corrupt label.
 _MAX_ATOMIC_NUMBER = 118
@@ -351,7 +351,8 @@ class AtomsCollate:
     ``n_atoms`` (B,), ``energy`` (B,), ``forces`` (N, 3), ``cell`` (B, 3, 3), ``pbc`` (B, 3),
     ``fixed`` (N,) atoms held by a constraint,
     ``edge_index`` (2, E) global atom indices and ``edge_shift`` (E, 3) so that the vector from
-    atom ``edge_index[0]`` to atom ``edge_index[1]`` is ``positions[j] - positions[i] + shift``.
+    atom ``edge_index[0]`` to atom ``edge_index[1]`` is ``positions[j] - positions[i] + shift``,
+    and ``edge_reverse`` (E,) the index of each edge's reverse (models share per-pair work).
     A plain object holding only the cutoff, so it pickles into DataLoader worker processes.
     """
 
@@ -377,5 +378,8 @@ class AtomsCollate:
         }
         batch["edge_index"], batch["edge_shift"] = batched_neighbor_list(
             batch["positions"], batch["cell"], batch["pbc"], n_atoms, self.cutoff
+        )
+        batch["edge_reverse"] = reverse_edges(
+            batch["edge_index"], batch["edge_shift"], len(batch["numbers"])
         )
         return batch

@@ -121,3 +121,26 @@ def batched_neighbor_list(
     if not edge_indices:
         return _no_edges(positions)
     return torch.cat(edge_indices, dim=1), torch.cat(edge_shifts)
+
+
+def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """For each edge s -> t with shift x, the index of the edge t -> s with shift -x.
+
+    Full neighbour lists hold both directions of every pair; a list that does not is an error.
+    """
+    source, target = edge_index
+    # Shifts are integer combinations of cell vectors; round them to make them exact keys.
+    shift_key = torch.round(edge_shift * 1e4).to(torch.int64)
+    forward = torch.cat([(source * n_atoms + target)[:, None], shift_key], dim=1)
+    backward = torch.cat([(target * n_atoms + source)[:, None], -shift_key], dim=1)
+    keys, inverse = torch.unique(torch.cat([forward, backward]), dim=0, return_inverse=True)
+    forward_id, backward_id = inverse[: len(source)], inverse[len(source) :]
+    edge_of_key = torch.full((len(keys),), -1, dtype=torch.int64, device=source.device)
+    edge_of_key[forward_id] = torch.arange(len(source), device=source.device)
+    reverse = edge_of_key[backward_id]
+    if bool((reverse < 0).any()):
+        raise ValueError(
+            "reverse_edges: the neighbour list lacks the reverse of some edges; expected a full "
+            "list (both directions of every pair), as dcnn.data.neighbors builds"
+        )
+    return reverse

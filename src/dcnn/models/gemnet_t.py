@@ -32,6 +32,7 @@ import warnings
 
 from torch import Tensor, nn
 
+from dcnn.data.neighbors import reverse_edges
 from dcnn.models.gemnet_blocks import (
     CircularBasisDownProjection,
     Dense,
@@ -46,7 +47,6 @@ from dcnn.models.triplets import (
     edge_vectors,
     gemnet_triplets,
     legendre_harmonics,
-    reverse_edges,
 )
 
 # OCP's fitted scale factors for GemNet-dT (gemnet-dT.json, "tri_gaussian128"; [P] loads the
@@ -203,7 +203,9 @@ class GemNetT(nn.Module):
 
         vectors, distance = edge_vectors(batch)
         triplets = gemnet_triplets(edge_index, n_atoms)
-        id_swap = reverse_edges(edge_index, batch["edge_shift"], n_atoms)
+        id_swap = batch.get("edge_reverse")  # the collate computes it once per batch
+        if id_swap is None:
+            id_swap = reverse_edges(edge_index, batch["edge_shift"], n_atoms)
         ba, ca, rank = triplets.ba, triplets.ca, triplets.rank
 
         # phi_cab, as in GemNet: the angle at atom a between the edges c -> a and b -> a, from

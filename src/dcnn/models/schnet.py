@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 from torch_geometric.nn.models import schnet as pyg_schnet
+
+from dcnn.data.neighbors import reverse_edges
+from dcnn.models.triplets import edge_vectors
 
 
 class SchNet(pyg_schnet.SchNet):
@@ -13,8 +19,16 @@ class SchNet(pyg_schnet.SchNet):
     interatomic vectors are rebuilt from positions and cell shifts inside the forward pass, so
     they stay differentiable with respect to the positions (forces by autograd).
 
+    The layers and their parameters are PyG's; the interaction is evaluated here with the same
+    arithmetic in a cheaper order. A filter depends on the distance only, and a full neighbour
+    list holds every pair twice (i -> j and j -> i, the same distance), so each interaction's
+    filter network, which does most of the work, runs on one edge of each pair and is shared
+    with its reverse; messages are gathered and summed with ``index_add`` instead of PyG's
+    ``propagate``. The result equals PyG's forward (tested to round-off).
+
     Input: a batch dict with ``numbers`` (N,), ``positions`` (N, 3), ``batch`` (N,),
-    ``n_atoms`` (B,), ``edge_index`` (2, E) and ``edge_shift`` (E, 3). Output: energy (B,).
+    ``n_atoms`` (B,), ``edge_index`` (2, E) and ``edge_shift`` (E, 3), optionally
+    ``edge_reverse`` (E,) (the collate provides it). Output: energy (B,).
     """
 
     # Module names the activation surgery may touch ("output" = the readout activation only).
@@ -42,15 +56,32 @@ class SchNet(pyg_schnet.SchNet):
         del self.interaction_graph
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
-        positions = batch["positions"]
         source, target = batch["edge_index"]
-        vectors = positions[target] - positions[source] + batch["edge_shift"]
-        edge_weight = vectors.norm(dim=-1)
-        edge_attr = self.distance_expansion(edge_weight)
+        pair, first_of_pair = _pairs(batch)
+        _, distances = edge_vectors(batch)
+        distance = distances[first_of_pair]  # one per pair of reverse edges
+        expanded = self.distance_expansion(distance)
+        smooth_cutoff = 0.5 * (torch.cos(distance * math.pi / self.cutoff) + 1.0)
 
         h = self.embedding(batch["numbers"])
         for interaction in self.interactions:
-            h = h + interaction(h, batch["edge_index"], edge_weight, edge_attr)
+            conv = interaction.conv
+            filters = (interaction.mlp(expanded) * smooth_cutoff[:, None])[pair]
+            messages = conv.lin1(h)[source] * filters
+            aggregated = messages.new_zeros(len(h), messages.shape[1]).index_add(
+                0, target, messages
+            )
+            h = h + interaction.lin(interaction.act(conv.lin2(aggregated)))
         h = self.lin2(self.act(self.lin1(h)))
         n_frames = batch["n_atoms"].shape[0]
         return self.readout(h, batch["batch"], dim=0, dim_size=n_frames).squeeze(-1)
+
+
+def _pairs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """For each edge the index of its pair, and the first edge of each pair (E / 2,)."""
+    reverse = batch.get("edge_reverse")
+    if reverse is None:
+        reverse = reverse_edges(batch["edge_index"], batch["edge_shift"], len(batch["numbers"]))
+    first = torch.minimum(torch.arange(len(reverse), device=reverse.device), reverse)
+    first_of_pair, pair = torch.unique(first, sorted=True, return_inverse=True)
+    return pair, first_of_pair

@@ -9,7 +9,7 @@ of the other end by ``repeat_interleave`` arithmetic.
 
 - ``dimenet_triplets``: pairs (k -> j, j -> i) with k != i (DimeNet's message passing);
 - ``gemnet_triplets``: pairs (b -> a, c -> a) of edges into the same atom, b != c (GemNet-T);
-- ``reverse_edges``: for each edge, the index of the edge running the other way;
+- ``reverse_edges`` (from ``dcnn.data.neighbors``): the edge running the other way;
 - ``cosine_between``: the cosine of the angle between edge vectors, without arccos (smooth at
   collinear atoms, where the gradient of an angle is infinite and gives NaN);
 - ``legendre_harmonics``: the real spherical harmonics Y_l^0 of that cosine.
@@ -98,29 +98,6 @@ def gemnet_triplets(edge_index: Tensor, n_atoms: int) -> GemNetTriplets:
     _, rank = _pair_with_group(counts)
     max_per_edge = int(counts.max()) if counts.numel() else 0
     return GemNetTriplets(ba, ca, rank, max_per_edge)
-
-
-def reverse_edges(edge_index: Tensor, edge_shift: Tensor, n_atoms: int) -> Tensor:
-    """For each edge s -> t with shift x, the index of the edge t -> s with shift -x.
-
-    Full neighbour lists hold both directions of every pair; a list that does not is an error.
-    """
-    source, target = edge_index
-    # Shifts are integer combinations of cell vectors; round them to make them exact keys.
-    shift_key = torch.round(edge_shift * 1e4).to(torch.int64)
-    forward = torch.cat([(source * n_atoms + target)[:, None], shift_key], dim=1)
-    backward = torch.cat([(target * n_atoms + source)[:, None], -shift_key], dim=1)
-    keys, inverse = torch.unique(torch.cat([forward, backward]), dim=0, return_inverse=True)
-    forward_id, backward_id = inverse[: len(source)], inverse[len(source) :]
-    edge_of_key = torch.full((len(keys),), -1, dtype=torch.int64, device=source.device)
-    edge_of_key[forward_id] = torch.arange(len(source), device=source.device)
-    reverse = edge_of_key[backward_id]
-    if bool((reverse < 0).any()):
-        raise ValueError(
-            "reverse_edges: the neighbour list lacks the reverse of some edges; expected a full "
-            "list (both directions of every pair), as dcnn.data.neighbors builds"
-        )
-    return reverse
 
 
 def cosine_between(first: Tensor, second: Tensor) -> Tensor:
