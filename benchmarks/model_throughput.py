@@ -61,8 +61,8 @@ def _frames(count: int):
     return [frames[k] for k in range(count)]
 
 
-def _median_seconds(work, repeats: int) -> float:
-    for _ in range(3):  # warm-up: the first calls of a parallel op start its thread pool
+def _median_seconds(work, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):  # the first calls of a parallel op also start its thread pool
         work()
     times = []
     for _ in range(repeats):
@@ -92,7 +92,8 @@ def measure(preset: str, items: list, steps: int, rounds: int) -> dict[str, floa
             loss.backward()
             optimizer.step()
 
-    step = _median_seconds(lambda: train(steps), rounds) / steps
+    train(2)  # warm-up
+    step = _median_seconds(lambda: train(steps), rounds, warmup=0) / steps
     graph = _median_seconds(lambda: collate(groups[0]), 9)
     triplets = 0.0
     kind = TRIPLETS.get(preset.removesuffix("_paper"))
