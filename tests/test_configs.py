@@ -67,11 +67,14 @@ def test_experiments_set_the_papers_variants_and_protocol_overlays():
         "md17_standardized": ("original", "original", "standardize"),
     }
     for experiment, expected in variants.items():
-        cfg = compose_train([f"experiment={experiment}", "protocol=paper"])
+        cfg = compose_train([f"experiment={experiment}", "protocol=paper", "model=schnet_paper"])
         assert (cfg.activation.name, cfg.normalization.name, cfg.rescaling.name) == expected
         assert cfg.model.hidden_channels == 1024 and cfg.model.num_gaussians == 200
         assert cfg.optimizer.lr == 1e-4 and cfg.trainer.max_epochs == 50
         assert (cfg.dataset.n_train, cfg.dataset.batch_size) == (50000, 20)
+    # The protocol keeps the model a sweep chose.
+    cfg = compose_train(["experiment=md17_dc", "protocol=paper", "model=dimenet_pp_paper"])
+    assert cfg.model._target_.endswith("DimeNetPlusPlus") and cfg.model.hidden_channels == 192
 
 
 @pytest.mark.parametrize("option", group_options("activation"))
