@@ -122,3 +122,14 @@ def test_a_diverged_wandb_run_says_so_and_closes_as_failed(tmp_path):
     assert _wandb_values(records, "summary")["status"] == "diverged"
     (exit_record,) = [r.exit for r in records if r.HasField("exit")]
     assert exit_record.exit_code == 1
+
+
+def test_annealing_balances_the_energy_against_the_forces_by_default(tmp_path):
+    cfg = compose_train([*TINY, "trainer.max_epochs=1", "weighting=annealing", "weighting.every=2"])
+    assert run(cfg, tmp_path)["status"] == "ok"
+    with open(tmp_path / "csv" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("weight/energy")]
+    energy_weights = {float(row["weight/energy"]) for row in rows}
+    forces_weights = {float(row["weight/forces"]) for row in rows}
+    assert forces_weights == {30.0}  # the reference term keeps its configured weight
+    assert len(energy_weights) > 1 and 1.0 not in energy_weights  # the energy's was adapted

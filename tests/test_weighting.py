@@ -64,3 +64,11 @@ def test_weighting_options_are_checked():
         LearningRateAnnealing().combine(
             {"energy": torch.tensor(1.0)}, {"energy": 1.0}, nn.Linear(1, 1), 0
         )
+
+
+def test_annealing_takes_the_tasks_own_reference_term():
+    assert build_weighting("annealing", task="potential").reference_term == "forces"
+    assert build_weighting("annealing", task="pinn").reference_term == "pde"
+    assert build_weighting("annealing", task="pinn", reference_term="bc").reference_term == "bc"
+    with pytest.raises(ValueError, match="needs weighting.reference_term for task 'other'"):
+        build_weighting("annealing", task="other")

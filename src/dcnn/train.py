@@ -49,7 +49,7 @@ log = logging.getLogger("dcnn")
 def task_parts(cfg: DictConfig) -> dict:
     """What both tasks take from the config besides model and data."""
     return {
-        "weighting": build_weighting(**cfg.weighting),
+        "weighting": build_weighting(task=cfg.task, **cfg.weighting),
         "optimizer": hydra.utils.instantiate(cfg.optimizer),
         "scheduler": None if cfg.scheduler is None else hydra.utils.instantiate(cfg.scheduler),
         "scheduler_interval": cfg.scheduler_interval,

@@ -106,9 +106,22 @@ class LearningRateAnnealing:
         self.lambdas = dict(state["lambdas"])
 
 
-def build_weighting(name: str, **options) -> FixedWeights | LearningRateAnnealing:
+# The term annealing balances the others against, unless weighting.reference_term says.
+REFERENCE_TERMS = {"pinn": "pde", "potential": "forces"}
+
+
+def build_weighting(
+    name: str, task: str | None = None, **options
+) -> FixedWeights | LearningRateAnnealing:
     if name == "fixed":
         return FixedWeights()
     if name == "annealing":
+        if options.get("reference_term") is None:
+            if task not in REFERENCE_TERMS:
+                raise ValueError(
+                    f"weighting=annealing needs weighting.reference_term for task {task!r} "
+                    f"(defaults exist for {', '.join(REFERENCE_TERMS)})"
+                )
+            options["reference_term"] = REFERENCE_TERMS[task]
         return LearningRateAnnealing(**options)
     raise ValueError(f"unknown weighting {name!r}; expected 'fixed' or 'annealing'")
