@@ -72,3 +72,36 @@ def test_annealing_takes_the_tasks_own_reference_term():
     assert build_weighting("annealing", task="pinn", reference_term="bc").reference_term == "bc"
     with pytest.raises(ValueError, match="needs weighting.reference_term for task 'other'"):
         build_weighting("annealing", task="other")
+
+
+def _their_code_estimate(terms, listed, weight):
+    """Wang et al.'s code: max over listed matrices of max |grad L_res| over the mean over
+    the listed matrices of mean |grad (weight * L_bc)|."""
+    grad_res = torch.autograd.grad(terms["pde"], listed, retain_graph=True)
+    grad_bcs = torch.autograd.grad(weight * terms["bc"], listed, retain_graph=True)
+    max_res = torch.stack([g.abs().max() for g in grad_res]).max()
+    mean_bcs = torch.stack([g.abs().mean() for g in grad_bcs]).mean()
+    return float(max_res / mean_bcs)
+
+
+@pytest.mark.parametrize("network", ["mlp", "modified_mlp"])
+def test_code_form_is_the_authors_rule_over_the_matrices_their_code_lists(network):
+    from dcnn.models.mlp import MLP, ModifiedMLP
+
+    torch.manual_seed(0)
+    model = MLP(1, 1, hidden=8, depth=3) if network == "mlp" else ModifiedMLP(1, 1, hidden=8)
+    listed = (
+        [layer.weight for layer in model.layers]
+        if network == "mlp"
+        else [layer.weight for layer in (*model.gates, model.output)]  # no encoders
+    )
+    strategy = LearningRateAnnealing(every=1, form="code")
+    terms = _terms(model)
+    expected = 0.9 * 1.0 + 0.1 * _their_code_estimate(terms, listed, weight=1.0)
+    _, used = strategy.combine(terms, {"pde": 1.0, "bc": 1.0}, model, step=0)
+    assert used["bc"] == pytest.approx(expected, rel=1e-6)
+    # One mean over all entries (the old rule) gives another number.
+    grads = torch.autograd.grad(terms["bc"], listed, retain_graph=True)
+    pooled = torch.cat([g.reshape(-1) for g in grads]).abs().mean()
+    per_layer = torch.stack([g.abs().mean() for g in grads]).mean()
+    assert float(pooled) != pytest.approx(float(per_layer), rel=1e-3)

@@ -164,6 +164,11 @@ class ModifiedMLP(nn.Module):
         for layer in (self.encoder_u, self.encoder_v, *self.gates, self.output):
             _init_linear(layer, init)
 
+    def annealing_weights(self) -> list[nn.Parameter]:
+        """The weight matrices the authors' code balances loss terms over (weighting.form=code):
+        gates and output; their code keeps the encoders U and V outside that list."""
+        return [layer.weight for layer in (*self.gates, self.output)]
+
     @property
     def activation_scopes(self) -> dict[str, list[str]]:
         """Module-name prefixes for activation surgery: everything, or the last gate's one."""

@@ -38,8 +38,12 @@ class LearningRateAnnealing:
         lambda_hat_i = max |grad_theta L_ref| / mean |grad_theta L_i|
         lambda_i <- (1 - rate) lambda_i + rate lambda_hat_i          (form="paper")
     ``form="code"`` reproduces their public code instead: lambda_i <- 0.9 lambda_i + 0.1
-    lambda_hat_i, with the denominator taken from the already weighted term lambda_i L_i and
-    gradients over weight matrices only. The configured weight stays as a fixed factor on top.
+    lambda_hat_i, where lambda_hat_i is the largest |gradient| of L_ref over the weight matrices
+    their code lists, divided by the mean over those matrices of the mean |gradient| of the
+    already weighted term lambda_i L_i (a mean of per-layer means, not one mean over all
+    entries). A model names those matrices with ``annealing_weights()`` (the modified MLP leaves
+    out its encoders, which their code keeps outside the list); otherwise every weight matrix.
+    The configured weight stays as a fixed factor on top.
     """
 
     def __init__(
@@ -58,25 +62,37 @@ class LearningRateAnnealing:
         self.lambdas: dict[str, float] = {}
 
     def _parameters(self, model: nn.Module) -> Sequence[Tensor]:
-        params = [p for p in model.parameters() if p.requires_grad]
         if self.form == "code":
-            params = [p for p in params if p.dim() > 1]
-        return params
+            target = getattr(model, "model", model)  # the task's network
+            listed = getattr(target, "annealing_weights", None)
+            params = list(listed()) if listed else [p for p in model.parameters() if p.dim() > 1]
+            return [p for p in params if p.requires_grad]
+        return [p for p in model.parameters() if p.requires_grad]
 
     def _update(self, terms: Mapping[str, Tensor], model: nn.Module) -> None:
         params = self._parameters(model)
 
-        def flat_grad(value: Tensor) -> Tensor:
+        def gradients(value: Tensor) -> list[Tensor]:
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-            return torch.cat([g.reshape(-1) for g in grads if g is not None])
+            return [g for g in grads if g is not None]
 
-        reference_max = flat_grad(terms[self.reference_term]).abs().max()
+        def mean_size(grads: list[Tensor]) -> Tensor:
+            if self.form == "code":  # the mean of the per-layer means
+                return torch.stack([g.abs().mean() for g in grads]).mean()
+            return torch.cat([g.reshape(-1) for g in grads]).abs().mean()
+
+        reference_max = torch.stack(
+            [g.abs().max() for g in gradients(terms[self.reference_term])]
+        ).max()
         for name, value in terms.items():
             if name == self.reference_term:
                 continue
             current = self.lambdas[name]
             weighted = value * current if self.form == "code" else value
-            denominator = flat_grad(weighted).abs().mean()
+            grads = gradients(weighted)
+            if not grads:
+                continue  # the term does not depend on these parameters
+            denominator = mean_size(grads)
             if not torch.isfinite(denominator) or denominator == 0:
                 continue  # a term with no gradient carries no information about its balance
             estimate = float(reference_max / denominator)
