@@ -17,9 +17,9 @@ import os
 import torch
 from pinn_derivatives import time_rounds  # same interleaved-median timing
 
+from dcnn.input_derivatives import native
+from dcnn.input_derivatives.derivatives import jet_and_values
 from dcnn.models.mlp import MLP
-from dcnn.pde import native
-from dcnn.pde.derivatives import jet_and_values
 
 VALUE_POINTS = 600
 DIRECTION = [[0.1, 1.0]]

@@ -56,8 +56,8 @@ import torch
 from torch import Tensor
 
 from dcnn.data.pdebench import PdeSample
+from dcnn.input_derivatives.derivatives import input_jet
 from dcnn.models.mlp import MLP
-from dcnn.pde.derivatives import input_jet
 from dcnn.pde.problems import AdvectionProblem
 
 BETA = 0.1

@@ -16,14 +16,14 @@ from dcnn.activations import (
     IntegratedSoftplus,
     IReLU,
 )
-from dcnn.models.mlp import MLP, ModifiedMLP
-from dcnn.pde.activation_derivatives import activation_derivatives
-from dcnn.pde.derivatives import (
+from dcnn.input_derivatives.activation_derivatives import activation_derivatives
+from dcnn.input_derivatives.derivatives import (
     Jet,
     estimated_costs,
     input_jet,
     jet_and_values,
 )
+from dcnn.models.mlp import MLP, ModifiedMLP
 from dcnn.surgery import RemovedNormalization
 
 DTYPE = torch.float64

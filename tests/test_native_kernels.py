@@ -1,5 +1,5 @@
-"""The C++ fused Taylor pass (dcnn.pde.native) against autograd, finite differences and the torch
-ops of the same pass; its setting and its fallback."""
+"""The C++ fused Taylor pass (dcnn.input_derivatives.native) against autograd, finite differences
+and the torch ops of the same pass; its setting and its fallback."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from dcnn.activations import IReLU
+from dcnn.input_derivatives import native, taylor
+from dcnn.input_derivatives.derivatives import jet_and_values
 from dcnn.models.mlp import MLP
-from dcnn.pde import native, taylor
-from dcnn.pde.derivatives import jet_and_values
 
 RTOL, ATOL = 1e-10, 1e-12
 

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from dcnn.data.pdebench import PdeSample
+from dcnn.input_derivatives import taylor
+from dcnn.input_derivatives.derivatives import Jet, input_jet
 from dcnn.models.mlp import MLP
-from dcnn.pde import taylor
-from dcnn.pde.derivatives import Jet, input_jet
 from dcnn.pde.problems import (
     AdvectionProblem,
     CfdProblem,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from dcnn.pde.derivatives import Jet
+from dcnn.input_derivatives.derivatives import Jet
 from dcnn.pde.residuals import (
     advection_residual,
     diffusion_reaction_residuals,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from dcnn.input_derivatives import native
+from dcnn.input_derivatives.derivatives import input_jet, jet_and_values
+from dcnn.input_derivatives.taylor import WORKSPACE, Workspace
 from dcnn.models.mlp import MLP
-from dcnn.pde import native
-from dcnn.pde.derivatives import input_jet, jet_and_values
-from dcnn.pde.taylor import WORKSPACE, Workspace
 
 DIRECTION = torch.tensor([[0.3, 1.0]], dtype=torch.float64)
 

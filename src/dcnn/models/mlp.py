@@ -3,7 +3,7 @@
 Plain ``torch.nn`` modules built from constructor arguments (no Hydra, no Lightning). The layer
 structure is kept explicit (``ModuleList``s of ``Linear`` and activation modules) so that
 activation surgery can swap modules by name and the Taylor-mode derivative propagation in
-:mod:`dcnn.pde.derivatives` can walk the layers.
+:mod:`dcnn.input_derivatives.derivatives` can walk the layers.
 """
 
 from __future__ import annotations

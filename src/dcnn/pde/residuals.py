@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dcnn.pde.derivatives import Jet
+from dcnn.input_derivatives.derivatives import Jet
 
 # Input coordinate indices (PDEBench order).
 X_1D, T_1D = 0, 1

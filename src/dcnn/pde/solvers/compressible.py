@@ -1,153 +1,22 @@
-"""Numerical solvers that generate PDEBench-style data (numpy/scipy only).
+"""1D compressible Navier-Stokes (ideal gas), and an exact Riemann solver to validate it.
 
-Three problems, each with the initial-condition family PDEBench used (see
-``shared/reference/pinn.md``):
-
-- 1D advection ``u_t + beta u_x = 0`` on [0, 1], periodic: exact ``u0((x - beta t) mod 1)``.
-- 1D compressible Navier-Stokes (ideal gas): finite volumes with HLLC fluxes, MUSCL reconstruction
-  of the primitive variables with the monotonised-central (MC) limiter and SSP-RK3 time stepping;
-  periodic or transmissive boundaries. The viscous terms are included explicitly in flux form, so
-  mass, momentum and energy stay conserved to round-off on a periodic domain.
-- 2D diffusion-reaction (FitzHugh-Nagumo): cell-centred finite volumes, 5-point Laplacian with
-  zero-flux boundaries, scipy's RK45.
-
-Plus an exact Riemann solver for ideal-gas shock tubes (Toro, "Riemann Solvers and Numerical
-Methods for Fluid Dynamics", ch. 4), used to validate the compressible solver.
+Finite volumes with HLLC fluxes, MUSCL reconstruction of the primitive variables with the
+monotonised-central (MC) limiter and SSP-RK3 time stepping; periodic or transmissive boundaries.
+The viscous terms are included explicitly in flux form, so mass, momentum and energy stay
+conserved to round-off on a periodic domain. The exact Riemann solver for ideal-gas shock tubes
+follows Toro, "Riemann Solvers and Numerical Methods for Fluid Dynamics", ch. 4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.integrate import solve_ivp
+
+from dcnn.pde.solvers.sine_sums import random_sine_sum
 
 CFD_GAMMA = 5.0 / 3.0
-ADVECTION_DOMAIN = (0.0, 1.0)
 CFD_DOMAIN = (-1.0, 1.0)
-DIFFREACT_DOMAIN = (-1.0, 1.0)  # both x and y
-
-# PDEBench's window bounds are absolute coordinates (drawn for a [0, 1] domain) and its
-# tanh transition width is 0.01; kept as is for every domain, as PDEBench does.
-_WINDOW_LEFT_RANGE = (0.1, 0.45)
-_WINDOW_RIGHT_RANGE = (0.55, 0.9)
-_WINDOW_WIDTH = 0.01
-
-
-def cell_centres(n_cells: int, domain: tuple[float, float]) -> np.ndarray:
-    """Centres of ``n_cells`` equal cells covering ``domain`` (float64)."""
-    if n_cells < 1:
-        raise ValueError(f"n_cells must be >= 1, got {n_cells}")
-    left, right = domain
-    spacing = (right - left) / n_cells
-    return left + (np.arange(n_cells) + 0.5) * spacing
-
-
-# --------------------------------------------------------------------------------------------
-# Random sine-sum initial conditions (PDEBench's init_multi / init_multi_HD)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SineSumProfile:
-    """``sign * [abs](sum_k A_k sin(2 pi n_k x / L + phi_k)) * [tanh window]`` on ``domain``.
-
-    ``wave_numbers`` holds n_k for every candidate mode; modes that were not drawn have
-    n_k = 0 and contribute the constant ``A_k sin(phi_k)``, exactly as in PDEBench.
-    """
-
-    wave_numbers: np.ndarray
-    amplitudes: np.ndarray
-    phases: np.ndarray
-    sign: float
-    take_abs: bool
-    window: tuple[float, float] | None
-    domain: tuple[float, float]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        length = self.domain[1] - self.domain[0]
-        angles = (2.0 * np.pi / length) * x[..., None] * self.wave_numbers + self.phases
-        value = np.sum(self.amplitudes * np.sin(angles), axis=-1)
-        if self.take_abs:
-            value = np.abs(value)
-        value = self.sign * value
-        if self.window is not None:
-            left, right = self.window
-            value = (
-                value
-                * 0.5
-                * (np.tanh((x - left) / _WINDOW_WIDTH) - np.tanh((x - right) / _WINDOW_WIDTH))
-            )
-        return value
-
-
-def random_sine_sum(
-    rng: np.random.Generator,
-    domain: tuple[float, float],
-    *,
-    n_modes: int,
-    n_chosen: int = 2,
-    abs_probability: float = 0.1,
-    window_probability: float = 0.1,
-) -> SineSumProfile:
-    """Draw one profile of PDEBench's family.
-
-    ``n_chosen`` mode indices are drawn with replacement from 1..n_modes (a mode drawn twice
-    gets twice the wave number), amplitudes ~ U(0, 1) and phases ~ U(0, 2 pi) for every mode,
-    an absolute value with probability ``abs_probability``, a random sign, and a tanh window
-    with probability ``window_probability``. Unlike PDEBench (which divides by x[-1] - x[0]),
-    wave numbers use the domain length so that the profile is exactly periodic.
-    """
-    chosen = rng.integers(0, n_modes, size=n_chosen)
-    multiplicity = np.bincount(chosen, minlength=n_modes)
-    wave_numbers = np.arange(1, n_modes + 1) * multiplicity
-    amplitudes = rng.uniform(0.0, 1.0, size=n_modes)
-    phases = rng.uniform(0.0, 2.0 * np.pi, size=n_modes)
-    take_abs = bool(rng.random() < abs_probability)
-    sign = float(rng.choice([1.0, -1.0]))
-    use_window = bool(rng.random() < window_probability)
-    window_left = rng.uniform(*_WINDOW_LEFT_RANGE)
-    window_right = rng.uniform(*_WINDOW_RIGHT_RANGE)
-    return SineSumProfile(
-        wave_numbers=wave_numbers.astype(np.float64),
-        amplitudes=amplitudes,
-        phases=phases,
-        sign=sign,
-        take_abs=take_abs,
-        window=(window_left, window_right) if use_window else None,
-        domain=domain,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# 1D advection
-# --------------------------------------------------------------------------------------------
-
-
-def advection_initial_condition(rng: np.random.Generator) -> SineSumProfile:
-    """PDEBench advection family: 2 of 4 modes, abs with p=0.1, window with p=0.1, on [0, 1]."""
-    return random_sine_sum(rng, ADVECTION_DOMAIN, n_modes=4, window_probability=0.1)
-
-
-def advection_exact_solution(
-    profile: Callable[[np.ndarray], np.ndarray],
-    x: np.ndarray,
-    t: np.ndarray,
-    beta: float,
-    domain: tuple[float, float] = ADVECTION_DOMAIN,
-) -> np.ndarray:
-    """``u(t, x) = u0((x - beta t) mod L)`` on a periodic domain, shape (len(t), len(x))."""
-    left, right = domain
-    departure = np.asarray(x, dtype=np.float64)[None, :] - beta * np.asarray(t)[:, None]
-    return profile(left + np.mod(departure - left, right - left))
-
-
-# --------------------------------------------------------------------------------------------
-# 1D compressible Navier-Stokes / Euler
-# --------------------------------------------------------------------------------------------
 
 
 def _rescale_to_random_range(
@@ -533,91 +402,3 @@ def exact_riemann_solution(
         fill(right_side & (xi <= head) & (xi >= tail), *fan(rho_r, u_r, p_r, c_r, -1.0))
         fill(right_side & (xi < tail), star.density_right, star.velocity, star.pressure)
     return rho, u, p
-
-
-# --------------------------------------------------------------------------------------------
-# 2D diffusion-reaction (FitzHugh-Nagumo)
-# --------------------------------------------------------------------------------------------
-
-
-def _neumann_laplacian_1d(n_cells: int, spacing: float) -> sparse.csr_matrix:
-    main = np.full(n_cells, -2.0)
-    main[[0, -1]] = -1.0  # zero flux through the outer faces
-    off = np.ones(n_cells - 1)
-    return sparse.diags([off, main, off], [-1, 0, 1], format="csr") / spacing**2
-
-
-def neumann_laplacian_2d(nx: int, ny: int, dx: float, dy: float) -> sparse.csr_matrix:
-    """5-point cell-centred Laplacian with zero-flux boundaries on a (ny, nx) grid.
-
-    Acts on fields flattened in C order from shape (ny, nx) (x fastest), PDEBench's ordering.
-    """
-    if nx < 2 or ny < 2:
-        raise ValueError(f"need at least 2 cells per direction, got nx={nx}, ny={ny}")
-    laplacian_x = sparse.kron(sparse.identity(ny), _neumann_laplacian_1d(nx, dx))
-    laplacian_y = sparse.kron(_neumann_laplacian_1d(ny, dy), sparse.identity(nx))
-    return (laplacian_x + laplacian_y).tocsr()
-
-
-def diffreact_initial_condition(nx: int, ny: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """u0, v0 i.i.d. standard normal of shape (ny, nx) from ``np.random.default_rng(seed)``."""
-    rng = np.random.default_rng(seed)
-    u0 = rng.standard_normal(ny * nx).reshape(ny, nx)
-    v0 = rng.standard_normal(ny * nx).reshape(ny, nx)
-    return u0, v0
-
-
-def solve_diffreact(
-    u0: np.ndarray,
-    v0: np.ndarray,
-    *,
-    dx: float,
-    dy: float,
-    t_eval: np.ndarray,
-    Du: float = 1e-3,
-    Dv: float = 5e-3,
-    k: float = 5e-3,
-    reaction: bool = True,
-    rtol: float = 1e-3,
-    atol: float = 1e-6,
-) -> np.ndarray:
-    """Integrate u_t = Du lap u + u - u^3 - k - v, v_t = Dv lap v + u - v with RK45.
-
-    ``u0``, ``v0`` have shape (ny, nx); ``reaction=False`` drops the reaction terms (pure
-    diffusion). Default tolerances are scipy's, which PDEBench used. Returns the solution at
-    ``t_eval`` (starting at t = 0) with shape (len(t_eval), ny, nx, 2), channels (u, v).
-    """
-    u0 = np.asarray(u0, dtype=np.float64)
-    v0 = np.asarray(v0, dtype=np.float64)
-    if u0.ndim != 2 or u0.shape != v0.shape:
-        raise ValueError(f"u0 and v0 must share a 2D shape (ny, nx), got {u0.shape}, {v0.shape}")
-    t_eval = np.asarray(t_eval, dtype=np.float64)
-    if t_eval.ndim != 1 or t_eval.size == 0 or t_eval[0] < 0.0:
-        raise ValueError("t_eval must be a non-empty 1D array of times >= 0")
-    ny, nx = u0.shape
-    n_cells = nx * ny
-    laplacian = neumann_laplacian_2d(nx, ny, dx, dy)
-    reaction_on = 1.0 if reaction else 0.0
-
-    def time_derivative(_t: float, y: np.ndarray) -> np.ndarray:
-        u, v = y[:n_cells], y[n_cells:]
-        du = Du * (laplacian @ u) + reaction_on * (u - u**3 - k - v)
-        dv = Dv * (laplacian @ v) + reaction_on * (u - v)
-        return np.concatenate([du, dv])
-
-    solution = solve_ivp(
-        time_derivative,
-        (0.0, float(t_eval[-1])),
-        np.concatenate([u0.ravel(), v0.ravel()]),
-        method="RK45",
-        t_eval=t_eval,
-        rtol=rtol,
-        atol=atol,
-    )
-    if not solution.success:
-        raise RuntimeError(f"diffusion-reaction integration failed: {solution.message}")
-    states = solution.y.T  # (nt, 2 * n_cells)
-    return np.stack(
-        [states[:, :n_cells].reshape(-1, ny, nx), states[:, n_cells:].reshape(-1, ny, nx)],
-        axis=-1,
-    )

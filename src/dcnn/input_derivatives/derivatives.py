@@ -10,10 +10,10 @@ Methods:
 
 * ``"autograd"`` (reference): nested reverse-mode ``torch.autograd.grad`` with ``create_graph``.
 * ``"taylor"``: forward propagation of (value, d1, d2) layer by layer through the known
-  architectures (:mod:`dcnn.pde.taylor`), so training needs one first-order backward pass
-  instead of double backprop. The derivatives travel as one ``(K + S, n, H)`` tensor of "slabs"
-  (K first derivatives, S pure second derivatives); a plain MLP runs one fused autograd function
-  with a hand-written backward pass, other models compose ordinary torch ops.
+  architectures (:mod:`dcnn.input_derivatives.taylor`), so training needs one first-order
+  backward pass instead of double backprop. The derivatives travel as one ``(K + S, n, H)``
+  tensor of "slabs" (K first derivatives, S pure second derivatives); a plain MLP runs one fused
+  autograd function with a hand-written backward pass, other models compose ordinary torch ops.
 
 * ``"auto"``: the method with the smaller estimated cost (below) where the model supports Taylor
   mode, else autograd.
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dcnn.pde.taylor import SlabLayout, taylor_outputs, taylor_unsupported_reason
+from dcnn.input_derivatives.taylor import SlabLayout, taylor_outputs, taylor_unsupported_reason
 
 METHODS = ("auto", "autograd", "taylor")
 

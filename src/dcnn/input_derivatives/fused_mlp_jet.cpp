@@ -1,7 +1,7 @@
 // Fused Taylor-mode pass of an MLP on CPU: forward propagation of values and derivative slabs and
 // its hand-written backward pass, with each layer's elementwise work done in one sweep over its
-// rows (the Python version in dcnn/pde/taylor.py makes about ten sweeps and 25 torch calls per
-// layer). Built and loaded by dcnn/pde/native.py; the math and the row-block layout are those of
+// rows (the Python version in dcnn/input_derivatives/taylor.py makes about ten sweeps and 25 torch calls per
+// layer). Built and loaded by dcnn/input_derivatives/native.py; the math and the row-block layout are those of
 // taylor._FusedMLPJet:
 //
 //   rows 0..N-1 are values (the first n of them jet points), then M = K + S slabs of n rows each:
@@ -34,7 +34,7 @@
 
 namespace {
 
-// Activation codes, shared with dcnn/pde/native.py.
+// Activation codes, shared with dcnn/input_derivatives/native.py.
 constexpr int64_t kTanh = 0;
 constexpr int64_t kIrelu = 1;
 

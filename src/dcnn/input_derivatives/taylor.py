@@ -8,7 +8,7 @@ instead of double backprop:
   hand-written backward pass (eval-mode BatchNorm folded into the next Linear layer). Value-only
   points (initial and boundary sets) share its matrix products with the jet points, and its large
   tensors come from a workspace reused from step to step. On CPU, with tanh or IReLU, both
-  passes are single C++ calls (:mod:`dcnn.pde.native`), elsewhere torch ops;
+  passes are single C++ calls (:mod:`dcnn.input_derivatives.native`), elsewhere torch ops;
 * other MLPs and :class:`~dcnn.models.mlp.ModifiedMLP` compose ordinary differentiable torch ops.
 """
 
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from dcnn.input_derivatives.activation_derivatives import activation_derivatives
+from dcnn.input_derivatives.native import ACTIVATION_CODES, native_ops, native_unsupported_reason
 from dcnn.models.mlp import MLP, ModifiedMLP
-from dcnn.pde.activation_derivatives import activation_derivatives
-from dcnn.pde.native import ACTIVATION_CODES, native_ops, native_unsupported_reason
 
 # ---------------------------------------------------------------------------------------------
 # Slab layout.
@@ -396,8 +396,9 @@ def _activation_backward(
 
 
 class _NativeFusedMLPJet(torch.autograd.Function):
-    """The fused pass of :class:`_FusedMLPJet` in one C++ call each way (:mod:`dcnn.pde.native`);
-    its large tensors are views of one workspace tensor."""
+    """The fused pass of :class:`_FusedMLPJet` in one C++ call each way
+    (:mod:`dcnn.input_derivatives.native`); its large tensors are views of one workspace
+    tensor."""
 
     @staticmethod
     def forward(
