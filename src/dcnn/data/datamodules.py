@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from dcnn.data.atoms import AtomsCollate, AtomsData, AtomsDataset, DataError, split_indices
-from dcnn.data.loaders import EpochOrder, ResumableLoader, evaluation_loader, training_loader
+from dcnn.data.loaders import (
+    EpochOrder,
+    ResumableLoader,
+    StepOrder,
+    evaluation_loader,
+    training_loader,
+)
 from dcnn.data.readers import resolve_data_path
 from dcnn.data.sources import read_frames, split_kind, split_sizes
+
+log = logging.getLogger("dcnn")
 
 
 def _rank_and_world(datamodule: pl.LightningDataModule) -> tuple[int, int]:
@@ -62,6 +72,14 @@ class AtomsDataModule(pl.LightningDataModule):
         systems = self.data.systems if self.split_by == "systems" else None
         indices = split_indices(len(self.data), *sizes, seed, systems=systems)
         self.splits = dict(zip(("train", "val", "test"), indices, strict=True))
+        got = tuple(len(index) for index in indices)
+        if got != sizes:
+            log.warning(
+                "%s: whole systems give train/val/test splits of %s frames (asked: %s)",
+                self.source,
+                got,
+                sizes,
+            )
         if fixed_atoms not in ("exclude", "include"):
             raise DataError(
                 f"dataset.fixed_atoms={fixed_atoms!r}; expected exclude (forces of atoms a "
@@ -123,6 +141,29 @@ class AtomsDataModule(pl.LightningDataModule):
         return facts
 
 
+class PinnDataModule(pl.LightningDataModule):
+    """PINN point sets, one 'batch' per step: a problem's fixed point sets (full batch), or, for a
+    problem with ``points_for_step``, minibatches drawn afresh at every step from the step's
+    number. Testing uses ``problem.training_points()``."""
+
+    def __init__(self, problem, steps_per_epoch: int = 100) -> None:
+        super().__init__()
+        self.problem = problem
+        self.points = problem.training_points()
+        self.steps_per_epoch = steps_per_epoch
+
+    def train_dataloader(self) -> ResumableLoader:
+        # Every process takes every step on the same batch (no sharding of a single batch).
+        if hasattr(self.problem, "points_for_step"):
+            steps = ResampledBatches(self.problem, self.steps_per_epoch)
+            return ResumableLoader(steps, StepOrder(len(steps)), 1, collate_fn=_single)
+        steps = RepeatedBatch(self.points, self.steps_per_epoch)
+        return ResumableLoader(steps, EpochOrder(len(steps), shuffle=False), 1, collate_fn=_single)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(RepeatedBatch(self.points, 1), batch_size=1, collate_fn=_single)
+
+
 class RepeatedBatch(torch.utils.data.Dataset):
     """One full batch of PINN points, served ``steps_per_epoch`` times per epoch."""
 
@@ -137,23 +178,19 @@ class RepeatedBatch(torch.utils.data.Dataset):
         return self.points
 
 
-def _single(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return items[0]
+class ResampledBatches(torch.utils.data.Dataset):
+    """The minibatches of global step ``step`` (``StepOrder`` yields step numbers)."""
 
-
-class PinnDataModule(pl.LightningDataModule):
-    """Full-batch PINN training: the fixed point sets of a problem, one 'batch' per step."""
-
-    def __init__(self, problem, steps_per_epoch: int = 100) -> None:
-        super().__init__()
+    def __init__(self, problem, steps_per_epoch: int) -> None:
         self.problem = problem
-        self.points = problem.training_points()
         self.steps_per_epoch = steps_per_epoch
 
-    def train_dataloader(self) -> ResumableLoader:
-        # Every process takes every step on the full batch (no sharding of a single batch).
-        steps = RepeatedBatch(self.points, self.steps_per_epoch)
-        return ResumableLoader(steps, EpochOrder(len(steps), shuffle=False), 1, collate_fn=_single)
+    def __len__(self) -> int:
+        return self.steps_per_epoch
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(RepeatedBatch(self.points, 1), batch_size=1, collate_fn=_single)
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        return self.problem.points_for_step(step)
+
+
+def _single(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return items[0]

@@ -1,5 +1,8 @@
 """Generate PDE data files in PDEBench's exact HDF5 layouts; the ``dcnn-data`` command.
 
+The ``cavity`` subcommand writes the steady lid-driven cavity reference solution instead (one
+small HDF5 file, read back by :func:`dcnn.data.cavity.read_cavity_reference`).
+
 Files match the real PDEBench downloads (names, keys, float32 dtypes, shapes, the one-longer
 ``t-coordinate`` of the 1D files, attributes, lzf-compressed diffusion-reaction groups with a
 YAML ``config``), so :func:`dcnn.data.pdebench.read_pdebench_sample` reads both the same way.
@@ -9,6 +12,7 @@ Examples::
     dcnn-data advection --beta 0.1               # into data/pdebench/
     dcnn-data cfd --n-samples 16 --nx 512 --out my_data
     dcnn-data diffreact --full                   # PDEBench's sizes (long on a CPU)
+    dcnn-data cavity --re 100 --n 128            # cavity_Re100_n128.h5
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,15 +30,19 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from dcnn.data.cavity import cavity_filename
 from dcnn.pde.solvers import (
     ADVECTION_DOMAIN,
     CFD_DOMAIN,
     DIFFREACT_DOMAIN,
+    CavityConvergenceError,
     advection_exact_solution,
     advection_initial_condition,
     cell_centres,
     cfd_initial_condition,
+    check_cavity_arguments,
     diffreact_initial_condition,
+    solve_cavity,
     solve_compressible_1d,
     solve_diffreact,
 )
@@ -265,6 +274,48 @@ def generate_diffreact(
     return Path(path)
 
 
+def generate_cavity(
+    path: str | Path,
+    *,
+    re: float = 100.0,
+    n: int = 128,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write the steady lid-driven cavity solution on ``n`` x ``n`` nodes; return its path.
+
+    Datasets ``x``, ``y`` (n,) and ``u``, ``v``, ``p``, ``psi`` (n, n), float64, ``field[j, i]``
+    at (x[i], y[j]); attributes ``Re``, ``n`` and the solver's facts.
+    """
+    check_cavity_arguments(re, n)  # before touching the file system
+    start = time.perf_counter()
+    with _new_hdf5(path, overwrite) as handle:
+        solution = solve_cavity(re, n)
+        for name in ("x", "y", "u", "v", "p", "psi"):
+            handle.create_dataset(name, data=getattr(solution, name))
+        handle.attrs.update(
+            {
+                "Re": float(solution.re),
+                "n": int(n),
+                "lid_velocity": 1.0,
+                "newton_iterations": int(solution.iterations),
+                "relative_residual": float(solution.residual),
+                "method": "stream-function/vorticity finite differences (central, Thom wall "
+                "vorticity), Newton's method; pressure Poisson equation from the momentum "
+                "equation, finite volumes",
+                "pressure_convention": "zero mean over the square (trapezoidal rule)",
+                "generator": "dcnn-data cavity",
+            }
+        )
+    if progress:
+        print(
+            f"cavity Re={solution.re:g} n={n}: {solution.iterations} Newton iterations, "
+            f"relative residual {solution.residual:.1e}, {time.perf_counter() - start:.1f} s",
+            file=sys.stderr,
+        )
+    return Path(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -320,12 +371,41 @@ def _build_parser() -> argparse.ArgumentParser:
     diffreact.add_argument("--du", type=float, default=1e-3, help="diffusion coefficient of u")
     diffreact.add_argument("--dv", type=float, default=5e-3, help="diffusion coefficient of v")
     diffreact.add_argument("--k", type=float, default=5e-3, help="reaction constant")
+
+    help_text = "steady 2D lid-driven cavity (reference solution, one file cavity_Re*_n*.h5)"
+    cavity = subparsers.add_parser("cavity", help=help_text, description=help_text)
+    cavity.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("DCNN_PDE_DATA_ROOT", DEFAULT_OUT)),
+        help=f"output folder (default: $DCNN_PDE_DATA_ROOT or {DEFAULT_OUT})",
+    )
+    cavity.add_argument("--re", type=float, default=100.0, help="Reynolds number (default 100)")
+    cavity.add_argument(
+        "--n", type=_positive_int, default=128, help="nodes per side, walls included (default 128)"
+    )
+    cavity.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    cavity.add_argument("--quiet", action="store_true", help="no summary on stderr")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dcnn-data``; returns the exit status."""
     args = _build_parser().parse_args(argv)
+    if args.pde == "cavity":
+        try:
+            path = generate_cavity(
+                args.out / cavity_filename(args.re, args.n),
+                re=args.re,
+                n=args.n,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+            )
+        except (FileExistsError, ValueError, CavityConvergenceError) as error:
+            print(f"dcnn-data: error: {error}", file=sys.stderr)
+            return 1
+        print(path)
+        return 0
     base = FULL_SIZES[args.pde] if args.full else SMALL_SIZES[args.pde]
     sizes = {key: base[key] if getattr(args, key) is None else getattr(args, key) for key in base}
     common = dict(

@@ -56,6 +56,18 @@ class EpochOrder(Sampler[int]):
         yield from share[skip:]
 
 
+class StepOrder(EpochOrder):
+    """Global step numbers ``epoch * n + i`` in order: each step draws its own batch from its
+    number (PINN minibatches resampled every step), on every process alike."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        for index in super().__iter__():
+            yield self.epoch * self.n + index
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader over an ``EpochOrder`` whose position in the epoch is saved and restored.
 

@@ -1,6 +1,8 @@
-"""Pointwise PDE residuals of the three PDEBench problems, computed from a network's input jet.
+"""Pointwise PDE residuals computed from a network's input jet: the three PDEBench problems and
+the operators of Wang, Teng & Perdikaris' Helmholtz and Klein-Gordon problems.
 
-Input coordinate order follows PDEBench: 1D problems x = (x, t); 2D problems x = (x, y, t).
+Input coordinate order of the PDEBench problems: 1D problems x = (x, t); 2D problems
+x = (x, y, t). The Helmholtz operator takes (x, y), the Klein-Gordon operator (t, x).
 Every residual is evaluated point by point from that point's own value and derivatives, so the
 residual at one point never depends on another point (PDEBench's CFD residual broadcast to an
 N x N tensor and mixed all points).
@@ -110,3 +112,21 @@ def diffusion_reaction_residuals(jet: Jet, Du: float, Dv: float, k: float) -> tu
     residual_u = jet.first(U, T_2D) - Du * laplacian_u - (u - u**3 - k - v)
     residual_v = jet.first(V, T_2D) - Dv * laplacian_v - (u - v)
     return residual_u, residual_v
+
+
+def helmholtz_operator(jet: Jet, lam: float) -> Tensor:
+    """lap u + lam u at every point, shape (N,): inputs (x, y), output (u,).
+
+    The jet's first two directions must be the physical x and y axes (coordinate axes, or the
+    axes of standardised inputs scaled by 1 / std), with second derivatives along both.
+    """
+    _check_jet(jet, n_outputs=1, n_inputs=2, equation="Helmholtz")
+    return jet.second(U, 0) + jet.second(U, 1) + lam * jet.value[:, U]
+
+
+def klein_gordon_operator(jet: Jet, alpha: float, beta: float, gamma: float, k: int) -> Tensor:
+    """u_tt + alpha u_xx + beta u + gamma u^k at every point, shape (N,): inputs (t, x), as
+    Wang, Teng & Perdikaris order them; second derivatives along both physical axes."""
+    _check_jet(jet, n_outputs=1, n_inputs=2, equation="Klein-Gordon")
+    u = jet.value[:, U]
+    return jet.second(U, 0) + alpha * jet.second(U, 1) + beta * u + gamma * u**k

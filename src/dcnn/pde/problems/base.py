@@ -1,7 +1,7 @@
 """What every PINN problem shares: loss terms from named point sets, with input derivatives
 taken only where a term needs them.
 
-A problem names its input point sets (`_input_keys`), the derivatives each set's terms use
+A problem names its input point sets (`input_keys`), the derivatives each set's terms use
 (`jet_requests`), and its terms (`_physics_terms`); `loss_terms` evaluates a network on the
 sets with as few passes as the derivative engines allow. Combined terms ("pde" of a system of
 equations, "bc" of several channels) are SUMS of the per-equation / per-channel mean squares.
@@ -77,7 +77,7 @@ def mean_square_per_channel(difference: Tensor) -> Tensor:
     return difference.square().mean(dim=0)
 
 
-def _model_device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def model_device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
@@ -86,7 +86,7 @@ def _model_device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype
 
 def predict(model: nn.Module, inputs: np.ndarray, n_outputs: int, batch_size: int) -> np.ndarray:
     """Model outputs at `inputs` (M, D) as float64 (M, C), in eval mode, without gradients."""
-    device, dtype = _model_device_and_dtype(model)
+    device, dtype = model_device_and_dtype(model)
     was_training = model.training
     model.eval()
     outputs = []
@@ -112,7 +112,7 @@ class PinnProblem(ABC):
     """Named point sets in, named scalar loss terms out (see the module docstring).
 
     Subclasses set `name`, `channels` (output names) and `input_names`, and define
-    `term_names`, `point_keys`, `_input_keys`, `_physics_terms` and `evaluate`.
+    `term_names`, `point_keys`, `input_keys`, `_physics_terms` and `evaluate`.
     """
 
     name: ClassVar[str]
@@ -133,7 +133,7 @@ class PinnProblem(ABC):
         """Keys of the points dict that `loss_terms` reads (inputs and their targets)."""
 
     @abstractmethod
-    def _input_keys(self) -> tuple[str, ...]:
+    def input_keys(self) -> tuple[str, ...]:
         """The point sets the network runs on, in evaluation order."""
 
     @abstractmethod
@@ -169,7 +169,7 @@ class PinnProblem(ABC):
         return self._terms(outputs, jets, points)
 
     def _needs(self) -> dict[str, JetRequest | None]:
-        """The jet request of every input set (None: values only), in `_input_keys` order."""
+        """The jet request of every input set (None: values only), in `input_keys` order."""
         requests = self.jet_requests()
         for key, request in requests.items():
             if not isinstance(request, JetRequest):
@@ -177,7 +177,7 @@ class PinnProblem(ABC):
                     f"{type(self).__name__}.jet_requests()[{key!r}] must be a JetRequest, "
                     f"got {request!r}"
                 )
-        return {key: requests.get(key) for key in self._input_keys()}
+        return {key: requests.get(key) for key in self.input_keys()}
 
     def _evaluate_as_one_batch(
         self, model: nn.Module, points: dict[str, Tensor], derivative_method: str
@@ -250,12 +250,13 @@ class PinnProblem(ABC):
         terms = self._physics_terms(outputs, jets, points)
         return {name: terms[name] for name in self.term_names}
 
-    @abstractmethod
     def _physics_terms(
         self, outputs: dict[str, Tensor], jets: dict[str, Jet], points: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         """Loss terms of the equation, initial and boundary conditions.
 
         outputs: network outputs (N, C) of every input set; jets: the sets with a derivative
-        request in `jet_requests`.
+        request in `jet_requests`. Every problem defines it unless it overrides `loss_terms`
+        (the cavity needs derivatives no jet carries).
         """
+        raise NotImplementedError(f"{type(self).__name__} defines no loss terms")

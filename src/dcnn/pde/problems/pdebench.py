@@ -195,7 +195,7 @@ class PdeProblem(PinnProblem):
     def point_keys(self) -> tuple[str, ...]:
         return tuple(self._points)
 
-    def _input_keys(self) -> tuple[str, ...]:
+    def input_keys(self) -> tuple[str, ...]:
         data_keys = ("data",) if self.data_fraction > 0 else ()
         return ("domain", "initial", *self.boundary_input_keys, *data_keys)
 
