@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from dcnn.activations import IReLU
+from dcnn.input_derivatives.derivatives import input_jet
+from dcnn.input_derivatives.taylor import taylor_unsupported_reason
 from dcnn.models.mlp import MLP, ModifiedMLP
+from dcnn.surgery import replace_activations
 
 
 def test_mlp_default_is_pdebench_baseline():
@@ -171,7 +174,138 @@ def test_modified_mlp_rejects_bad_arguments():
         ModifiedMLP(0, 1)
     with pytest.raises(ValueError, match="init must be one of"):
         ModifiedMLP(2, 1, init="orthogonal")
+    with pytest.raises(
+        ValueError, match=r"first_hidden must be one of \('code', 'paper'\).*'Paper'"
+    ):
+        ModifiedMLP(2, 1, first_hidden="Paper")
 
 
 def test_normalization_none_string_means_no_norm_layers():
     assert MLP(2, 1, normalization="none").norms is None
+
+
+def _paper_modified_mlp(**kwargs) -> ModifiedMLP:
+    torch.manual_seed(3)
+    model = ModifiedMLP(2, 2, hidden=5, depth=2, first_hidden="paper", **kwargs).double()
+    with torch.no_grad():  # non-zero biases, so that b_1 shows in the formula
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.uniform_(-0.5, 0.5)
+    return model
+
+
+def test_modified_mlp_paper_form_computes_h1_from_its_own_dense_layer():
+    model = _paper_modified_mlp()
+    x = torch.randn(6, 2, dtype=torch.float64)
+
+    def dense(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs @ layer.weight.T + layer.bias
+
+    u = torch.tanh(dense(model.encoder_u, x))
+    v = torch.tanh(dense(model.encoder_v, x))
+    h1 = torch.tanh(dense(model.input_layer, x))  # H_1 = phi(X W_1 + b_1)
+    z1 = torch.tanh(dense(model.gates[0], h1))
+    h2 = (1 - z1) * u + z1 * v
+    z2 = torch.tanh(dense(model.gates[1], h2))
+    h3 = (1 - z2) * u + z2 * v
+    torch.testing.assert_close(model(x), dense(model.output, h3), rtol=1e-14, atol=1e-14)
+    assert model.first_hidden == "paper"
+    assert (model.input_layer.in_features, model.input_layer.out_features) == (2, 5)
+    assert [(g.in_features, g.out_features) for g in model.gates] == [(5, 5), (5, 5)]
+    assert sum(1 for m in model.modules() if isinstance(m, nn.Tanh)) == 5
+    # The code form is unchanged: no H_1 layer, the first gate reads the inputs.
+    code = ModifiedMLP(2, 2, hidden=5, depth=2)
+    assert code.first_hidden == "code" and code.input_layer is None
+    assert code.gates[0].in_features == 2
+
+
+@pytest.mark.parametrize(("in_features", "hidden", "depth"), [(2, 5, 2), (3, 50, 3), (1, 8, 1)])
+def test_modified_mlp_paper_form_adds_one_square_layer_of_parameters(in_features, hidden, depth):
+    def count(model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    code = ModifiedMLP(in_features, 1, hidden=hidden, depth=depth)
+    paper = ModifiedMLP(in_features, 1, hidden=hidden, depth=depth, first_hidden="paper")
+    assert count(paper) - count(code) == hidden * (hidden + 1)
+    # Checkpoints of the code form keep their keys; the paper form adds those of input_layer.
+    assert set(paper.state_dict()) - set(code.state_dict()) == {
+        "input_layer.weight",
+        "input_layer.bias",
+    }
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in paper._trunk_layers())
+    # Same seed, same initial code-form network as before the option existed (init order).
+    torch.manual_seed(0)
+    again = ModifiedMLP(in_features, 1, hidden=hidden, depth=depth)
+    torch.manual_seed(0)
+    reference = ModifiedMLP(in_features, 1, hidden=hidden, depth=depth, first_hidden="code")
+    for a, b in zip(again.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_modified_mlp_annealing_weights_list_the_trunk_not_the_encoders():
+    paper = _paper_modified_mlp()
+    listed = {id(p) for p in paper.annealing_weights()}
+    trunk = [paper.input_layer, *paper.gates, paper.output]
+    assert listed == {id(layer.weight) for layer in trunk}
+    assert id(paper.encoder_u.weight) not in listed and id(paper.encoder_v.weight) not in listed
+    code = ModifiedMLP(2, 1, hidden=5, depth=2)
+    assert [p.shape for p in code.annealing_weights()] == [(5, 2), (5, 5), (1, 5)]
+
+
+@pytest.mark.parametrize("method", ["taylor", "autograd", "auto"])
+def test_modified_mlp_paper_form_input_derivatives_match_finite_differences(method):
+    model = _paper_modified_mlp()
+    assert taylor_unsupported_reason(model) is None  # the Taylor engine walks the H_1 layer
+    x = torch.randn(5, 2, dtype=torch.float64) * 1.5
+    jet = input_jet(model, x, (0, 1), method=method)
+    step = 1e-4
+    with torch.no_grad():
+        for k in range(2):
+            shift = torch.zeros_like(x)
+            shift[:, k] = step
+            plus, minus, centre = model(x + shift), model(x - shift), model(x)
+            torch.testing.assert_close(
+                jet.d1[:, :, k], (plus - minus) / (2 * step), rtol=1e-7, atol=1e-8
+            )
+            torch.testing.assert_close(
+                jet.d2[:, :, k], (plus - 2 * centre + minus) / step**2, rtol=1e-5, atol=1e-5
+            )
+    torch.testing.assert_close(jet.value, model(x), rtol=1e-14, atol=1e-14)
+
+
+def test_modified_mlp_paper_form_taylor_equals_autograd_with_gradients_after_surgery():
+    model = _paper_modified_mlp()
+    report = replace_activations(model, IReLU)
+    assert "input_activation: Tanh -> IReLU" in report.replaced
+    assert isinstance(model.input_activation, IReLU)
+    x = torch.randn(7, 2, dtype=torch.float64)
+    taylor = input_jet(model, x, (0,), method="taylor")
+    reference = input_jet(model, x, (0,), method="autograd")
+    for name in ("value", "d1", "d2"):
+        torch.testing.assert_close(getattr(taylor, name), getattr(reference, name), msg=name)
+    parameters = list(model.parameters())
+
+    def loss(jet) -> torch.Tensor:
+        return jet.value.square().sum() + jet.d1.square().sum() + (jet.d2 * jet.d1).sum()
+
+    for (name, _), a, b in zip(
+        model.named_parameters(),
+        torch.autograd.grad(loss(taylor), parameters),
+        torch.autograd.grad(loss(reference), parameters),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=name)
+    assert any(p is model.input_layer.weight for p in parameters)
+
+
+def test_modified_mlp_config_exposes_first_hidden():
+    import hydra
+    from helpers import compose_train
+
+    cfg = compose_train(["experiment=pinn_base", "model=modified_mlp"])
+    assert cfg.model.first_hidden == "code"
+    paper = compose_train(
+        ["experiment=pinn_base", "model=modified_mlp", "model.first_hidden=paper"]
+    )
+    model = hydra.utils.instantiate(paper.model, in_features=2, out_features=1)
+    assert isinstance(model, ModifiedMLP) and model.input_layer is not None

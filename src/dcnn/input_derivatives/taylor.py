@@ -573,7 +573,11 @@ def _modified_mlp_composite(
 ) -> _State:
     u = _activation(model.activation_u, _input_linear(model.encoder_u, x, directions), layout)
     v = _activation(model.activation_v, _input_linear(model.encoder_v, x, directions), layout)
-    h: _State | None = None
+    h: _State | None = None  # H_1 = X (first_hidden="code"): the first gate reads the inputs
+    if model.input_layer is not None:  # first_hidden="paper": H_1 = phi(X W_1 + b_1)
+        h = _activation(
+            model.input_activation, _input_linear(model.input_layer, x, directions), layout
+        )
     for gate, activation in zip(model.gates, model.gate_activations, strict=True):
         pre = _input_linear(gate, x, directions) if h is None else _linear(gate, h)
         h = _gate(u, v, _activation(activation, pre, layout), layout)

@@ -117,6 +117,9 @@ class MLP(nn.Module):
         return self.layers[-1](h)
 
 
+FIRST_HIDDEN = ("code", "paper")
+
+
 class ModifiedMLP(nn.Module):
     """Improved fully connected architecture of Wang, Teng & Perdikaris (2020).
 
@@ -124,16 +127,25 @@ class ModifiedMLP(nn.Module):
 
         U = phi(X W_u + b_u)                    encoder_u, activation_u
         V = phi(X W_v + b_v)                    encoder_v, activation_v
-        H_1 = X
+        H_1 = X                                 first_hidden="code" (default)
+        H_1 = phi(X W_1 + b_1)                  first_hidden="paper": input_layer, input_activation
         Z_k = phi(H_k Wz_k + bz_k)              gates[k-1], gate_activations[k-1], k = 1..L
         H_{k+1} = (1 - Z_k) * U + Z_k * V
         output = H_{L+1} W + b                  output
 
     The paper writes ``H_1 = phi(X Wz_1 + bz_1)`` and then ``Z_1 = phi(H_1 Wz_1 + bz_1)``, which
-    uses ``Wz_1`` with two incompatible shapes; the authors' code resolves it as above: the first
-    gate reads the inputs directly, so ``depth`` counts the hidden (gate) layers, ``Wz_1`` is
-    ``in x hidden`` and ``Wz_2..Wz_L`` are ``hidden x hidden``. The gate convention follows the
-    paper's formula (the code's ``Z * U + (1 - Z) * V`` is the same family with U and V swapped).
+    uses ``Wz_1`` with two incompatible shapes. ``first_hidden`` picks a reading:
+
+    * ``"code"`` (default), the authors' code: ``H_1 = X``, so the first gate reads the inputs
+      directly; ``Wz_1`` is ``in x hidden`` and ``Wz_2..Wz_L`` are ``hidden x hidden``. The
+      paper's Table 2 numbers come from this code.
+    * ``"paper"``, the paper's formula for ``H_1``: a dense layer of its own (here ``W_1``, the
+      paper's first ``Wz_1``) maps the inputs to ``H_1 = phi(X W_1 + b_1)``; then every gate
+      ``Wz_1..Wz_L`` is ``hidden x hidden``. This adds ``hidden * (hidden + 1)`` parameters
+      (``W_1`` is ``in x hidden`` like the code's first gate, plus one more square gate).
+
+    ``depth`` counts the gate layers in both. The gate convention follows the paper's formula
+    (the code's ``Z * U + (1 - Z) * V`` is the same family with U and V swapped).
     """
 
     default_activation_scope = "all"
@@ -146,28 +158,47 @@ class ModifiedMLP(nn.Module):
         depth: int = 3,
         activation: ActivationFactory | None = None,
         init: str = "glorot_normal",
+        first_hidden: str = "code",
     ) -> None:
         super().__init__()
         _check_common_arguments(in_features, out_features, hidden, depth, init)
+        if first_hidden not in FIRST_HIDDEN:
+            raise ValueError(
+                f"first_hidden must be one of {FIRST_HIDDEN} (H_1 = X as in the authors' code, or "
+                f"the paper's H_1 = phi(X W_1 + b_1)), got {first_hidden!r}"
+            )
         self.in_features = in_features
         self.out_features = out_features
+        self.first_hidden = first_hidden
         self.encoder_u = nn.Linear(in_features, hidden)
         self.encoder_v = nn.Linear(in_features, hidden)
         self.activation_u = _make_activation(activation)
         self.activation_v = _make_activation(activation)
-        gate_widths = [in_features] + [hidden] * depth
+        # The paper's H_1 layer; None (no parameters, no state-dict keys) in the code's form.
+        self.input_layer = nn.Linear(in_features, hidden) if first_hidden == "paper" else None
+        self.input_activation = _make_activation(activation) if first_hidden == "paper" else None
+        first_width = in_features if first_hidden == "code" else hidden
+        gate_widths = [first_width] + [hidden] * depth
         self.gates = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(gate_widths[:-1], gate_widths[1:], strict=True)
         )
         self.gate_activations = nn.ModuleList(_make_activation(activation) for _ in range(depth))
         self.output = nn.Linear(hidden, out_features)
-        for layer in (self.encoder_u, self.encoder_v, *self.gates, self.output):
+        for layer in (self.encoder_u, self.encoder_v, *self._trunk_layers()):
             _init_linear(layer, init)
+
+    def _trunk_layers(self) -> list[nn.Linear]:
+        """The layers from the inputs to the output apart from the encoders U and V."""
+        first = [] if self.input_layer is None else [self.input_layer]
+        return [*first, *self.gates, self.output]
 
     def annealing_weights(self) -> list[nn.Parameter]:
         """The weight matrices the authors' code balances loss terms over (weighting.form=code):
-        gates and output; their code keeps the encoders U and V outside that list."""
-        return [layer.weight for layer in (*self.gates, self.output)]
+        gates and output; their code keeps the encoders U and V outside that list. Their list
+        is the trunk, every layer from X to the output, with the encoders on the side; the
+        paper form's H_1 layer is a trunk layer (the one that reads X, as the code's first gate
+        does), not an encoder, so it is listed too."""
+        return [layer.weight for layer in self._trunk_layers()]
 
     @property
     def activation_scopes(self) -> dict[str, list[str]]:
@@ -177,7 +208,7 @@ class ModifiedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         u = self.activation_u(self.encoder_u(x))
         v = self.activation_v(self.encoder_v(x))
-        h = x
+        h = x if self.input_layer is None else self.input_activation(self.input_layer(x))
         for gate, activation in zip(self.gates, self.gate_activations, strict=True):
             z = activation(gate(h))
             h = torch.lerp(u, v, z)  # (1 - z) * u + z * v

@@ -1,7 +1,8 @@
 """Loss-weighting strategies: how named loss terms are combined into one scalar.
 
 Every task hands a dict of named scalar terms and their base weights to a strategy; the strategy
-returns the total loss and the weights it used (which the task logs).
+returns the total loss and the weights it used (which the task logs). Strategies: fixed weights,
+learning-rate annealing (here) and ReLoBRaLo (:mod:`dcnn.tasks.relobralo`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from dcnn.tasks.relobralo import ReLoBRaLo
+
+__all__ = [
+    "REFERENCE_TERMS",
+    "FixedWeights",
+    "LearningRateAnnealing",
+    "ReLoBRaLo",
+    "build_weighting",
+]
 
 
 class FixedWeights:
@@ -74,7 +85,7 @@ class LearningRateAnnealing:
 
         def gradients(value: Tensor) -> list[Tensor]:
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-            return [g for g in grads if g is not None]
+            return [_averaged_over_processes(g) for g in grads if g is not None]
 
         def mean_size(grads: list[Tensor]) -> Tensor:
             if self.form == "code":  # the mean of the per-layer means
@@ -122,13 +133,23 @@ class LearningRateAnnealing:
         self.lambdas = dict(state["lambdas"])
 
 
+def _averaged_over_processes(gradient: Tensor) -> Tensor:
+    """Under DDP, the gradient of the global loss (the mean of the processes' gradients), so
+    that every process computes the same weights from it; unchanged otherwise."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return gradient
+    total = gradient.detach().clone()
+    torch.distributed.all_reduce(total)
+    return total / torch.distributed.get_world_size()
+
+
 # The term annealing balances the others against, unless weighting.reference_term says.
 REFERENCE_TERMS = {"pinn": "pde", "potential": "forces"}
 
 
 def build_weighting(
     name: str, task: str | None = None, **options
-) -> FixedWeights | LearningRateAnnealing:
+) -> FixedWeights | LearningRateAnnealing | ReLoBRaLo:
     if name == "fixed":
         return FixedWeights()
     if name == "annealing":
@@ -140,4 +161,6 @@ def build_weighting(
                 )
             options["reference_term"] = REFERENCE_TERMS[task]
         return LearningRateAnnealing(**options)
-    raise ValueError(f"unknown weighting {name!r}; expected 'fixed' or 'annealing'")
+    if name == "relobralo":
+        return ReLoBRaLo(**options)
+    raise ValueError(f"unknown weighting {name!r}; expected 'fixed', 'annealing' or 'relobralo'")
