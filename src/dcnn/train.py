@@ -30,11 +30,10 @@ from dcnn.runs import ddp, slots
 from dcnn.runs.checkpoint import RunCheckpoint, last_checkpoint
 from dcnn.runs.folder import (
     Launch,
+    decide_as_follower,
+    decide_as_main,
     end_launch,
-    follow_launch,
     parse_rerun,
-    plan_launch,
-    write_launch,
 )
 from dcnn.runs.hydra_hooks import SweepHooks, hydra_flags_first
 from dcnn.runs.interrupt import InterruptGuard, RunInterrupted, exit_interrupted, signal_name
@@ -80,12 +79,8 @@ def _test_metrics(results: list[dict[str, float]]) -> dict[str, float]:
 def _decide(output_dir: Path, cfg: DictConfig, config: dict) -> Launch:
     """This launch's decision: made by the main process, followed by the others."""
     if not ddp.is_main_process():
-        job = ddp.published_job()
-        return Launch.from_dict(job["launch"]) if job else follow_launch(output_dir)
-    launch = plan_launch(output_dir, config, parse_rerun(cfg.rerun), cfg.ckpt_path)
-    if launch.action != "skip":
-        write_launch(output_dir, launch)
-    return launch
+        return decide_as_follower(output_dir, ddp.published_job())
+    return decide_as_main(output_dir, config, parse_rerun(cfg.rerun), cfg.ckpt_path)
 
 
 def _checkpoint_step(checkpoint: Path) -> int:
@@ -126,6 +121,15 @@ def _train_and_test(
     if ddp.is_main_process():
         (output_dir / "surgery.txt").write_text(report.summary() + "\n")
     log.info("model changes:\n%s", report.summary())
+    if cfg.get("init") is not None:  # before fit: a resumed run loads its checkpoint over it
+        from dcnn.init import initialise
+
+        model = getattr(progress.task.model, "energy_model", progress.task.model)
+        initialised = initialise(cfg.init, model, datamodule, cfg.seed)
+        if initialised is not None:
+            progress.info["init"] = initialised.to_dict()
+            if ddp.is_main_process():
+                (output_dir / "init.txt").write_text(initialised.summary() + "\n")
     resume_step = None if launch.checkpoint is None else _checkpoint_step(launch.checkpoint)
     logged_config = {**config_to_dict(cfg), "surgery": report.to_dict(), **progress.info}
     loggers = build_loggers(cfg, output_dir, name, group, logged_config, resume_step)
@@ -163,7 +167,9 @@ def _write_record(
         saved = last_checkpoint(output_dir)
         extra["interrupted"] = {
             "signal": signal_name(signum),
-            "step": trainer.global_step if trainer is not None else 0,
+            # Where a resumption starts: the checkpoint's step (after a second Ctrl-C the run
+            # stopped later than its last checkpoint).
+            "step": _checkpoint_step(saved) if saved.is_file() else 0,
             "checkpoint": str(saved) if saved.is_file() else None,
         }
     return write_metrics(
@@ -232,9 +238,10 @@ def run(
             status, signum = "interrupted", guard.signum  # Lightning's exit on a second Ctrl-C
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
+            exc.recorded_in = output_dir  # the record says failed; a sweep goes on (_hydra_main)
             raise
         finally:
-            guard.deferring = True  # a further signal must not cut the record short
+            guard.recording = True  # a signal now must not cut the record short
             if progress.trainer is not None:
                 for logger in progress.trainer.loggers:
                     logger.finalize(status)
@@ -249,10 +256,12 @@ def run(
                 end_launch(output_dir, status)
                 _print_summary(status, progress.test, progress.units, path)
             finish_wandb(status)
-            if status == "interrupted" and progress.trainer is not None:
+            if progress.trainer is not None:  # reap the DDP processes Lightning started
                 ddp.stop_extra_processes(progress.trainer)
     if status == "interrupted":
         raise RunInterrupted(signum)
+    if status == "ok" and guard.signum is not None:
+        raise RunInterrupted(guard.signum)  # came while recording: the run is done, stop after it
     return {"status": status, "test": progress.test, "units": progress.units}
 
 
@@ -260,7 +269,9 @@ def _print_summary(status: str, test: dict[str, float], units: dict[str, str], p
     if path.is_relative_to(Path.cwd()):
         path = path.relative_to(Path.cwd())
     shown = {
-        k: v for k, v in test.items() if k in ("energy_mae", "force_mae", "rmse", "nrmse", "mse")
+        k: v
+        for k, v in test.items()
+        if k in ("energy_mae", "force_mae", "rmse", "nrmse", "mse", "rel_l2")
     }
     unit_of = {"energy_mae": units.get("energy", ""), "force_mae": units.get("forces", "")}
     parts = [f"{k} = {v:.4g} {unit_of.get(k, '')}".rstrip() for k, v in shown.items()]
@@ -311,6 +322,12 @@ def _hydra_main(cfg: DictConfig) -> None:
         if ddp.is_main_process():
             exit_interrupted(stopped.signum)
         return  # the other DDP processes end quietly: the main one exits with the status
+    except Exception as exc:
+        if not (multirun and hasattr(exc, "recorded_in")):
+            raise
+        # Recorded as failed: the other jobs run, the summary counts it, the exit status is 1.
+        log.exception("job %s failed; the sweep goes on", exc.recorded_in)
+        return
     finally:
         if slot is not None:
             slot.release()
