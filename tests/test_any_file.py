@@ -179,6 +179,8 @@ def test_splits_default_to_what_the_file_holds(tmp_path, aspirin):
         split_sizes(900, 1000, None, None, 1000, "frames.extxyz")
     with pytest.raises(DataError, match=r"holds 100 frames, but .*n_val=50.*n_test=60"):
         split_sizes(100, 10, 50, 60, 1000, "frames.extxyz")
+    with pytest.raises(DataError, match=r"holds 2 frame\(s\); a run needs at least 3"):
+        split_sizes(2, 1, None, None, 1000, "two.extxyz")
 
 
 def test_label_source_belongs_to_rmd17_files(tmp_path, aspirin):

@@ -29,6 +29,26 @@ def test_multirun_flag_at_the_end_of_the_line(tmp_path):
     assert not (tmp_path / "outputs").exists()  # no stray run folder beside the sweep
 
 
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on_and_counts_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = dcnn_train(
+        [*ONE_EPOCH, "dataset.n_train=1000000,60", f"hydra.sweep.dir={sweep}", "-m"],
+        cwd=tmp_path,
+        expect=1,
+    )
+    failed, ok = record(sweep / "0"), record(sweep / "1")
+    assert failed["status"] == "failed" and "n_train" in failed["error"]
+    assert ok["status"] == "ok"
+    assert "2 jobs: 1 ok, 1 failed" in done.stdout
+    # A smaller launch into the same folder counts its own jobs only (job 1 is not in it).
+    again = dcnn_train(
+        [*ONE_EPOCH, "dataset.n_train=1000000", f"hydra.sweep.dir={sweep}", "-m"],
+        cwd=tmp_path,
+        expect=1,
+    )
+    assert f"[dcnn] sweep {sweep}: 1 jobs: 1 failed" in again.stdout
+
+
 def test_cfg_and_info_flags_at_the_end_of_the_line(tmp_path):
     config = dcnn_train(["debug=fast", "loss.beta=7", "--cfg", "job"], cwd=tmp_path)
     assert "beta: 7" in config.stdout and "n_train: 40" in config.stdout

@@ -139,3 +139,13 @@ def test_pinn_experiments_select_the_pdebench_setup():
         assert cfg.optimizer.lr == 1e-3 and cfg.loss.kind == "mse"
     assert compose_train(["experiment=pinn_diffreact"]).trainer.max_steps == 100
     assert compose_train(["experiment=pinn_cfd"]).trainer.max_steps == 15000
+
+
+def test_pathologies_experiments_select_wang_teng_perdikaris_setup():
+    for problem, depth in (("helmholtz", 3), ("klein_gordon", 5), ("cavity", 3)):
+        cfg = compose_train([f"experiment=pinn_{problem}"])
+        assert cfg.task == "pinn" and cfg.dataset.format == "box" and cfg.dataset.pde == problem
+        assert (cfg.model.hidden, cfg.model.depth) == (50, depth)
+        assert (cfg.dataset.batch_size, cfg.trainer.max_steps) == (128, 40001)
+        assert cfg.scheduler.gamma**1000 == pytest.approx(0.9, rel=1e-12)
+    assert compose_train(["weighting=annealing_code"]).weighting.form == "code"

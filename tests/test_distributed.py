@@ -29,6 +29,16 @@ def _losses(folder) -> list[tuple[int, float]]:
         ]
 
 
+def _epoch_metrics(folder) -> list[tuple[int, float, float]]:
+    """(step, train energy MAE, train force MAE) of the epoch-level rows."""
+    with open(folder / "csv" / "metrics.csv") as handle:
+        return [
+            (int(r["step"]), float(r["train/energy_mae"]), float(r["train/force_mae"]))
+            for r in csv.DictReader(handle)
+            if r.get("train/energy_mae")
+        ]
+
+
 def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-8)
 
@@ -60,7 +70,9 @@ def test_a_ddp_multirun_runs_each_job_once_into_one_folder_with_one_wandb_run(tm
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory, data_root) -> tuple:
     folder = tmp_path_factory.mktemp("single") / "run"
-    dcnn_train([*TINY, f"hydra.run.dir={folder}"], cwd=folder.parent)
+    with pytest.MonkeyPatch.context() as patch:  # module scope: before the autouse fixture
+        patch.setenv("DCNN_DATA_ROOT", str(data_root))
+        dcnn_train([*TINY, f"hydra.run.dir={folder}"], cwd=folder.parent)
     return folder
 
 
@@ -72,6 +84,8 @@ def test_two_processes_train_as_one_does_with_the_same_global_batch(tmp_path, si
     assert all(_close(a, b) for (_, a), (_, b) in zip(ours, reference, strict=True))
     expected = record(single_process)["test"]
     assert all(_close(record(folder)["test"][key], value) for key, value in expected.items())
+    for ours, theirs in zip(_epoch_metrics(folder), _epoch_metrics(single_process), strict=True):
+        assert ours[0] == theirs[0] and _close(ours[1], theirs[1]) and _close(ours[2], theirs[2])
 
 
 def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path, single_process):
@@ -93,3 +107,9 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path, single_pr
         _close(a, b)
         for (_, a), (_, b) in zip(_losses(folder), _losses(single_process), strict=True)
     )
+    # The epoch the signal cut in two reports its training metrics over all of its batches, of
+    # both processes, as the uninterrupted run does.
+    resumed, uninterrupted = _epoch_metrics(folder), _epoch_metrics(single_process)
+    assert len(resumed) == len(uninterrupted) == 4
+    for ours, theirs in zip(resumed, uninterrupted, strict=True):
+        assert ours[0] == theirs[0] and _close(ours[1], theirs[1]) and _close(ours[2], theirs[2])

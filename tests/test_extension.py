@@ -80,3 +80,27 @@ def test_user_activation_model_and_reader_from_yaml_files(tmp_path, data_root, m
     assert record["info"]["data"]["frames"] == 120
     assert "radial.1: Tanh -> SquaredSoftsign" in (out / "surgery.txt").read_text()
     assert record["test"]["force_mae"] > 0
+
+
+def read_without_units(path, molecule):
+    """A user's reader that builds AtomsData itself and says nothing of units."""
+    from dataclasses import replace
+
+    return replace(read_rmd17(path, molecule).subset(np.arange(30)), units={})
+
+
+def test_a_reader_without_units_is_asked_for_them(data_root):
+    import pytest
+
+    from dcnn.data.atoms import DataError
+    from dcnn.data.sources import read_frames
+
+    reader = "test_extension.read_without_units"
+    with pytest.raises(
+        DataError, match=r"unit the energy are; set it, e\.g\. dataset\.energy_unit"
+    ):
+        read_frames(data_root / "rmd17", reader, molecule="ethanol")
+    frames = read_frames(
+        data_root / "rmd17", reader, "ethanol", energy_unit="kcal/mol", length_unit="Angstrom"
+    )
+    assert frames.units.energy == "kcal/mol" and len(frames.data) == 30

@@ -105,8 +105,27 @@ def test_trajectories_never_share_a_split_and_md_frames_are_split_one_by_one(
             cutoff=4.0,
             split="systems",
         )
-    with pytest.raises(DataError, match="systems left hold .* fewer than"):
-        split_indices(len(oc20), len(oc20) - 200, 100, 100, seed=0, systems=oc20.systems)
+    with pytest.raises(DataError, match="leaves 0 systems, too few for a test"):
+        split_indices(len(oc20), len(oc20) - 2, 1, 1, seed=0, systems=oc20.systems)
+
+
+@pytest.mark.parametrize("n_train", [10, 300, 1000])
+def test_default_split_sizes_work_by_system(oc20_folder, n_train):
+    # The defaults ask for frame counts that whole trajectories rarely match: test and
+    # validation take what training leaves, never training frames.
+    module = AtomsDataModule(
+        path=str(oc20_folder),
+        root=None,
+        n_train=n_train,
+        batch_size=4,
+        eval_batch_size=8,
+        cutoff=4.0,
+    )
+    sizes = {name: len(index) for name, index in module.splits.items()}
+    assert sizes["train"] == n_train and sizes["val"] > 0 and sizes["test"] > 0
+    systems = {name: set(module.data.systems[index]) for name, index in module.splits.items()}
+    assert not (systems["train"] & systems["test"]) and not (systems["val"] & systems["test"])
+    assert not systems["train"] & systems["val"]
 
 
 def _force_mae(datamodule, exclude: bool) -> tuple[float, float]:
@@ -217,3 +236,26 @@ def test_joined_data_keep_their_systems_apart(oc20):
     independent = type(oc20).concatenate([first, replace(second, systems=None)])
     assert len(np.unique(independent.systems)) == len(np.unique(first.systems)) + 300
     assert type(oc20).concatenate([replace(first, systems=None)]).systems is None
+
+
+@pytest.mark.parametrize("fixed_atoms", ["exclude", "include"])
+def test_a_run_builds_per_element_references_and_honours_fixed_atoms(oc20_folder, fixed_atoms):
+    from dcnn.tasks.potential import build_potential_run
+    from dcnn.train import task_parts
+
+    cfg = compose_train(
+        [
+            "experiment=oc_baseline",
+            "rescaling=standardize",
+            f"dataset.path={oc20_folder}",
+            f"dataset.fixed_atoms={fixed_atoms}",
+            "dataset.n_train=450",  # three or more trajectories: several compositions
+            "dataset.n_val=150",
+            "dataset.n_test=150",
+        ]
+    )
+    datamodule, task, _, _, info = build_potential_run(cfg, task_parts(cfg))
+    assert task.exclude_fixed_atoms is (fixed_atoms == "exclude")
+    assert info["data"]["fixed_atoms"].startswith(fixed_atoms)
+    elements = set(np.unique(datamodule.split("train").numbers))
+    assert len(elements) > 1 and set(info["label_scaler"]["element_energies"]) == elements

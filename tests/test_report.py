@@ -454,6 +454,21 @@ def test_interrupted_runs_are_listed_with_their_status(tmp_path, capsys):
     assert code == 0 and "| interrupted |" in out and "1 interrupted" in out
 
 
+def test_cells_of_a_study_under_way_say_interrupted_and_runs_lacking_a_metric_count_as_nan(
+    tmp_path,
+):
+    from dcnn.report.runs import find_runs
+    from dcnn.report.tables import aggregate_metric, summarize
+
+    write_run(tmp_path / "0", _config(), status="interrupted")
+    write_run(tmp_path / "1", _config(seed=1), test=_mae(1.0, 0.5))
+    write_run(tmp_path / "2", _config(seed=2), test={"energy_mae": 3.0})
+    interrupted, *ok = find_runs([tmp_path])
+    assert aggregate_metric([interrupted], "energy_mae") == "interrupted"
+    assert summarize(ok, "energy_mae").mean == 2.0
+    assert math.isnan(summarize(ok, "force_mae").mean)  # one ok run has no force MAE
+
+
 def _size_sweep(root: Path) -> Path:
     """fig2 input: two variants x three sizes, two seeds at 100 frames, one diverged size."""
     runs = [
@@ -565,3 +580,53 @@ def test_wandb_summary_logs_tables_and_figures_in_the_sweeps_group(tmp_path, cap
     assert len(images) == 1 and len(tables) == 1
     content = json.loads(tables[0].read_text())
     assert "aspirin E MAE (kcal/mol) std" in content["columns"]
+
+
+def _pathologies_run(pde, model, weighting, activation="tanh", seed=0, form="paper") -> dict:
+    config = _config("pinn", activation=activation, pde=pde, seed=seed, model=model)
+    form_key = {"form": form} if weighting == "annealing" else {}
+    config["weighting"] = {"name": weighting, **form_key}
+    return config
+
+
+def test_pathologies_table_has_the_papers_methods_as_columns(tmp_path, capsys):
+    mlp, modified = "dcnn.models.mlp.MLP", "dcnn.models.mlp.ModifiedMLP"
+    root = tmp_path / "pathologies"
+    runs = [
+        (_pathologies_run("helmholtz", mlp, "fixed", seed=0), 0.1),
+        (_pathologies_run("helmholtz", mlp, "fixed", seed=1), 0.12),
+        (_pathologies_run("helmholtz", mlp, "annealing"), 0.02),
+        (_pathologies_run("helmholtz", modified, "fixed"), 0.03),
+        (_pathologies_run("helmholtz", modified, "annealing"), 0.005),
+        (_pathologies_run("helmholtz", mlp, "relobralo"), 0.04),
+        (_pathologies_run("helmholtz", mlp, "fixed", activation="irelu"), 0.5),
+        (_pathologies_run("helmholtz", modified, "annealing", activation="irelu"), None),
+        (_pathologies_run("klein_gordon", modified, "annealing", form="code"), 0.003),
+        (_pathologies_run("klein_gordon", modified, "annealing", form="paper"), 0.004),
+    ]
+    for index, (config, rel_l2) in enumerate(runs):
+        status, test = ("diverged", {}) if rel_l2 is None else ("ok", {"rel_l2": rel_l2})
+        write_run(root / str(index), config, status, test)
+    code, out, _ = _run(["pathologies", str(root)], capsys)
+    assert code == 0
+    helmholtz_text, klein_gordon_text = out.split("### klein_gordon")
+    header, *rows = _markdown_rows(helmholtz_text)
+    assert header == ["activation", "M1", "M2", "M3", "M4", "MLP + relobralo", "M1/M4", "n"]
+    assert rows == [
+        ["IReLU", "0.5", "-", "-", "diverged", "-", "-", "1/2"],  # published values: tanh only
+        [
+            "Tanh",
+            "0.11 ± 0.01414 [1.06e-1]",
+            "0.02 [1.12e-2]",
+            "0.03 [2.46e-2]",
+            "0.005 [3.87e-3]",
+            "0.04",
+            "22",
+            "6",
+        ],
+    ]
+    # both annealing forms in one table: each gets its own column, published beside both
+    header, *rows = _markdown_rows(klein_gordon_text)
+    assert header == ["activation", "M4 (code)", "M4 (paper)", "M1/M4", "n"]
+    assert rows == [["Tanh", "0.003 [2.81e-3]", "0.004 [2.81e-3]", "-", "2"]]
+    assert "Wang, Teng & Perdikaris" in out

@@ -70,3 +70,13 @@ def test_bad_rescaling_options_are_named():
         LabelScaler(scale=0.0)
     with pytest.raises(ValueError, match="vary"):
         fit_label_scaler("standardize", np.ones(3), np.ones((3, 3)), np.ones(3))
+
+
+def test_per_element_references_survive_a_state_dict_round_trip():
+    fitted = LabelScaler(scale=2.0, element_energies={1: -0.5, 8: -3.0})
+    loaded = LabelScaler()
+    assert not loaded.per_element
+    loaded.load_state_dict(fitted.state_dict())
+    assert loaded.per_element
+    n_atoms, numbers, frame = torch.tensor([3]), torch.tensor([8, 1, 1]), torch.tensor([0, 0, 0])
+    assert float(loaded.reference(n_atoms, numbers, frame)) == -4.0

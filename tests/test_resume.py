@@ -111,6 +111,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes_from_its_last_checkpo
     assert interrupted["status"] == "interrupted"
     assert interrupted["interrupted"]["signal"] == "SIGINT"
     assert _checkpoint_step(folder) == 6  # the end of the first epoch: nothing saved at step 9
+    assert interrupted["interrupted"]["step"] == 6  # where the resumption starts
 
     dcnn_train(command, cwd=tmp_path)
     assert record(folder)["status"] == "ok"
@@ -129,6 +130,30 @@ def test_a_killed_run_leaves_its_checkpoint_and_curve_and_resumes_from_them(tmp_
     final = record(folder)
     assert final["status"] == "ok" and final["launch"]["action"] == "resume"
     _assert_same_numbers(final["test"], record(reference)["test"], "SIGKILL")
+    _assert_same_curves(folder, reference)
+
+
+def test_step_checkpoints_that_fall_on_an_epoch_end_keep_the_epoch_end_state(
+    tmp_path, reference
+):
+    # Every 3 steps divides the 6-step epoch: the checkpoint at step 6 must be the one taken
+    # after validation and the epoch-end hooks, or the resumed epoch's metrics go wrong.
+    folder = tmp_path / "run"
+    command = [
+        *TINY,
+        f"hydra.run.dir={folder}",
+        "checkpoint_every_n_steps=3",
+        _signal_at(7, signal.SIGKILL),
+    ]
+    dcnn_train(command, cwd=tmp_path, expect=-signal.SIGKILL)
+    state = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6
+    loop = state["loops"]["fit_loop"]
+    assert loop["epoch_progress"]["current"]["processed"] == 1  # saved at the epoch's end
+    assert loop["epoch_loop.val_loop.batch_progress"]["total"]["completed"] > 0
+
+    dcnn_train(command, cwd=tmp_path)
+    _assert_same_numbers(record(folder)["test"], record(reference)["test"], "every 3 steps")
     _assert_same_curves(folder, reference)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from dcnn.data.loaders import EpochOrder, ResumableLoader, training_loader
 from dcnn.runs import folder as run_folder
@@ -159,6 +160,23 @@ def test_processes_a_cluster_started_follow_the_main_process_decision(tmp_path, 
     monkeypatch.delenv("SLURM_JOB_ID")
     with pytest.raises(RunFolderError, match="not the main one"):
         follow_launch(tmp_path)
+
+
+def test_other_cluster_processes_learn_of_a_skip_or_a_refusal_at_once(tmp_path, monkeypatch):
+    from dcnn.runs.folder import decide_as_follower, decide_as_main
+
+    _finished(tmp_path / "done", "ok")
+    # On one machine a skip leaves the folder as it was.
+    assert decide_as_main(tmp_path / "done", CONFIG, set()).action == "skip"
+    assert not (tmp_path / "done" / "launch.json").exists()
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert decide_as_main(tmp_path / "done", CONFIG, set()).action == "skip"
+    assert decide_as_follower(tmp_path / "done", None).action == "skip"
+    changed = {**CONFIG, "seed": 1}
+    with pytest.raises(RunFolderError, match="seed"):
+        decide_as_main(tmp_path / "done", changed, set())
+    with pytest.raises(RunFolderError, match="seed"):
+        decide_as_follower(tmp_path / "done", None)
 
 
 # ----------------------------------------------------------------------------- data order
@@ -357,3 +375,26 @@ def test_main_process_detection_reads_the_launchers_variables(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "1")
     assert not is_main_process()
     assert os.environ["LOCAL_RANK"] == "0"
+
+
+def test_the_launch_size_counts_the_sweep_file_and_the_command_line():
+    from helpers import compose_train
+
+    from dcnn.runs.hydra_hooks import launch_size
+
+    config = compose_train(["sweeps=fig1_beta"], hydra_config=True)
+    assert launch_size(config) == 8
+    # As Hydra records a command line `-m sweeps=fig1_beta loss.beta=1,10 seed=0,1,2`: the
+    # command line's betas replace the file's eight.
+    OmegaConf.set_readonly(config, False)
+    config.hydra.overrides.task = ["sweeps=fig1_beta", "loss.beta=1,10", "seed=0,1,2"]
+    assert launch_size(config) == 6
+    config.hydra.sweeper.params = None
+    config.hydra.overrides.task = ["loss.beta=1"]
+    assert launch_size(config) == 1
+
+
+def test_sweep_status_counts_of_one_launch_leave_out_later_job_numbers(tmp_path):
+    for job, status in enumerate(("ok", "diverged", "ok")):
+        _finished(tmp_path / str(job), status)
+    assert dict(job_statuses(tmp_path, n_jobs=2)) == {"ok": 1, "diverged": 1}

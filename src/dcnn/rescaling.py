@@ -42,13 +42,19 @@ class LabelScaler(nn.Module):
         for number, value in (element_energies or {}).items():
             table[int(number)] = float(value)
         self.register_buffer("element_energy", table)
+        # A Python flag, not a tensor test: checking the table on every step would wait for GPU.
+        self.per_element = bool(table.any())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.per_element = bool(self.element_energy.any())
 
     def reference(
         self, n_atoms: Tensor, numbers: Tensor | None = None, atom_frame: Tensor | None = None
     ) -> Tensor:
         """The energy each structure is measured from: shift * n_atoms + its element terms."""
         reference = self.shift_per_atom * n_atoms.double()
-        if bool(self.element_energy.any()):
+        if self.per_element:
             if numbers is None or atom_frame is None:
                 raise ValueError(
                     "this label scaler has per-element reference energies: pass the atomic "

@@ -234,16 +234,11 @@ class AtomsData:
 
 
 def _take_systems(frames_of: list[np.ndarray], count: int) -> tuple[np.ndarray, int]:
-    """Frames of whole systems, taken in turn until ``count`` frames (the last one cut short);
-    returns them and how many systems were used."""
+    """Frames of whole systems, taken in turn until ``count`` frames (the last one cut short)
+    or until the systems run out; returns them and how many systems were used."""
     taken: list[np.ndarray] = []
     have = used = 0
-    while have < count:
-        if used == len(frames_of):
-            raise DataError(
-                f"split_indices: the systems left hold {have} frames, fewer than the {count} a "
-                "split asks for; lower the split sizes, or split by frame (dataset.split=frames)"
-            )
+    while have < count and used < len(frames_of):
         frames = frames_of[used][: count - have]
         taken.append(frames)
         have += len(frames)
@@ -269,8 +264,10 @@ def split_indices(
     into the test split.
 
     With ``systems`` (the structure or trajectory of each frame) whole systems are permuted
-    instead and dealt out the same way, so that no system has frames in two splits; the last
-    system a split takes may be cut short (its other frames are used by no split).
+    instead, so that no system has frames in two splits: training takes its ``n_train`` frames
+    from the first systems, validation and then test take theirs from the last systems that
+    training left, and get fewer frames when those run out (never none). The last system a
+    split takes may be cut short; its other frames are used by no split.
     """
     requested = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     for name, count in requested.items():
@@ -294,10 +291,16 @@ def split_indices(
         return train, val, test
     names = np.unique(systems)
     frames_of = [np.flatnonzero(systems == name) for name in names[rng.permutation(len(names))]]
-    test, n_test_systems = _take_systems(frames_of[::-1], n_test_used)
-    val, n_val_systems = _take_systems(frames_of[::-1][n_test_systems:], n_val)
-    remaining = frames_of[: len(frames_of) - n_test_systems - n_val_systems]
-    train, _ = _take_systems(remaining, n_train)
+    train, n_train_systems = _take_systems(frames_of, n_train)
+    left = frames_of[n_train_systems:][::-1]  # from the last system on
+    val, n_val_systems = _take_systems(left, n_val)
+    test, _ = _take_systems(left[n_val_systems:], n_test_used)
+    if len(test) == 0 or (n_val > 0 and len(val) == 0):
+        raise DataError(
+            f"split_indices: training takes {n_train_systems} of the {len(frames_of)} systems "
+            f"for n_train={n_train}, which leaves {len(left)} systems, too few for a test and a "
+            "validation split; lower dataset.n_train, or split by frame (dataset.split=frames)"
+        )
     return np.sort(train), np.sort(val), np.sort(test)
 
 

@@ -134,6 +134,16 @@ def read_frames(
     """The frames at ``path`` in the units a run works in (see the module docstring)."""
     data, chosen, molecule = _read(path, format, molecule, label_source)
     labels = (label_source or "md17") if chosen == "rmd17" else label_source
+    for key, given, setting in (
+        ("energy", energy_unit, "dataset.energy_unit=eV"),
+        ("positions", length_unit, "dataset.length_unit=Angstrom"),
+    ):
+        if given is None and key not in data.units:
+            raise DataError(
+                f"{path}: the reader ({chosen}) does not say in which unit the {key} are; "
+                f"set it, e.g. {setting}, or return AtomsData(units={{'energy': ..., "
+                "'positions': ...}}) from the reader"
+            )
     found = Units(
         canonical_unit(energy_unit or data.units["energy"], "energy", "dataset.energy_unit"),
         canonical_unit(length_unit or data.units["positions"], "length", "dataset.length_unit"),
@@ -196,6 +206,11 @@ def split_sizes(
     source: str,
 ) -> tuple[int, int, int]:
     """Frames for training, validation and test (see the module docstring)."""
+    if n_frames < 3:
+        raise DataError(
+            f"{source} holds {n_frames} frame(s); a run needs at least 3, one each to train, "
+            "validate and test on"
+        )
     if n_train < 1:
         raise DataError(
             f"dataset.n_train={n_train}: a run needs training frames; set dataset.n_train to at "

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dcnn.report.figures import figure1, figure2, figure_formats
+from dcnn.report.pathologies import pathologies_tables
 from dcnn.report.runs import ReportError, Run, find_runs
 from dcnn.report.tables import (
     Table,
@@ -24,6 +25,10 @@ TABLE_COMMANDS: dict[str, tuple[Callable[[Sequence[Run]], list[Table]], str]] = 
     "runs": (runs_table, "one row per run: status, differing settings, main test metrics"),
     "table1": (table1, "paper Table 1: model/variant x molecule energy and force MAE"),
     "pinn": (pinn_tables, "paper Tables 3-5: one table per PDE, variants x test metrics"),
+    "pathologies": (
+        pathologies_tables,
+        "Wang et al. Table 2: M1-M4 (and IReLU) relative L2 error per problem",
+    ),
     "ablations": (ablation_tables, "paper Tables 7-9: IReLU alone, both, rescaling alone"),
 }
 FIGURE_COMMANDS: dict[str, tuple[Callable[[Sequence[Run], Path], list[str]], str]] = {

@@ -25,7 +25,7 @@ from dcnn.report.runs import (
     runs_of_task,
     variant_label,
 )
-from dcnn.report.tables import aggregate_metric, with_unit
+from dcnn.report.tables import aggregate_metric, ok_values, with_unit
 from dcnn.runs.record import TRAINING_LOG
 
 
@@ -68,7 +68,7 @@ def _plot_against(
     for x in sorted(groups):
         runs = groups[x]
         mean = aggregate_metric(runs, metric)
-        values = [run.test[metric] for run in runs if run.status == "ok"]
+        values = ok_values(runs, metric)
         if isinstance(mean, float) and math.isfinite(mean):
             points.append((x, mean, stdev(values) if len(values) > 1 else 0.0))
         else:

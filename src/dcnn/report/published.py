@@ -97,3 +97,20 @@ def table1_value(model: object, variant: str, molecule: str, metric: str) -> str
 
 def pinn_value(pde: str, variant: str, metric: str) -> str | None:
     return PINN_NRMSE.get(pde, {}).get(variant) if metric == "nrmse" else None
+
+
+PATHOLOGIES_SOURCE = "Wang, Teng & Perdikaris, SIAM J. Sci. Comput. 43 (2021), Table 2 and Sec. 5"
+
+# Problem -> method (M1 plain MLP, M2 + learning-rate annealing, M3 modified MLP, M4 both) ->
+# relative L2 error, tanh networks: Helmholtz 50 x 3 (Table 2), Klein-Gordon 50 x 5, lid-driven
+# cavity at Re = 100 (error of the velocity magnitude).
+PATHOLOGIES_REL_L2: dict[str, dict[str, str]] = {
+    "helmholtz": {"M1": "1.06e-1", "M2": "1.12e-2", "M3": "2.46e-2", "M4": "3.87e-3"},
+    "klein_gordon": {"M1": "1.79e-1", "M2": "1.06e-2", "M3": "1.97e-2", "M4": "2.81e-3"},
+    "cavity": {"M1": "2.71e-1", "M2": "2.49e-1", "M3": "1.21e-1", "M4": "3.42e-2"},
+}
+
+
+def pathologies_value(pde: str, method: str, activation: str) -> str | None:
+    """The published relative L2 error of ``method`` on ``pde`` (tanh networks only)."""
+    return PATHOLOGIES_REL_L2.get(pde, {}).get(method) if activation == "tanh" else None

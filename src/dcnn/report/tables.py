@@ -223,16 +223,26 @@ def _short_error(error: str | None, limit: int = 80) -> str | None:
 def aggregate_metric(runs: Sequence[Run], metric: str) -> Cell:
     """Mean of ``metric`` over the ok runs (NaN if one of them has no finite value).
 
-    Without any ok run the cell says why: "diverged" if any run diverged, else "failed".
-    None when no ok run recorded the metric at all.
+    Without any ok run the cell says why: "diverged" if any run diverged, else "failed" if one
+    failed, else "interrupted" (a study still under way). None when no ok run recorded the
+    metric at all.
     """
     ok = [run for run in runs if run.status == "ok"]
     if not ok:
-        return "diverged" if any(run.status == "diverged" for run in runs) else "failed"
+        statuses = {run.status for run in runs}
+        return next(
+            (why for why in ("diverged", "failed", "interrupted") if why in statuses), "failed"
+        )
     if all(metric not in run.test for run in ok):
         return None
     values = [run.test.get(metric) for run in ok]
     return math.nan if any(value is None for value in values) else fmean(values)
+
+
+def ok_values(runs: Sequence[Run], metric: str) -> list[float]:
+    """The values of ``metric`` the ok runs recorded (a run without it counts as NaN)."""
+    values = [run.test.get(metric) for run in runs if run.status == "ok"]
+    return [math.nan if value is None else value for value in values]
 
 
 def summarize(runs: Sequence[Run], metric: str, published: str | None = None) -> Cell:
@@ -241,7 +251,7 @@ def summarize(runs: Sequence[Run], metric: str, published: str | None = None) ->
     mean = aggregate_metric(runs, metric)
     if not isinstance(mean, float):
         return mean
-    values = [run.test[metric] for run in runs if run.status == "ok"]
+    values = ok_values(runs, metric)
     std = stdev(values) if len(values) > 1 and not math.isnan(mean) else None
     return Measured(mean, std, published, len(values))
 
@@ -360,12 +370,12 @@ def _molecule_table(runs: Sequence[Run], title: str, notes: list[str]) -> Table:
 
     if any(key[1] == "*" for key in row_keys):
         notes.append("* = IReLU, no normalization layers, labels divided by a power of ten")
-    notes += _value_notes(rows, f"[x]: published value ({SOURCE}, Table 1)")
+    notes += value_notes(rows, f"[x]: published value ({SOURCE}, Table 1)")
     notes += [budget_note(runs), COUNT_NOTE]
     return Table(columns, rows, title=title, notes=notes)
 
 
-def _value_notes(rows: list[list[Cell]], published_note: str) -> list[str]:
+def value_notes(rows: list[list[Cell]], published_note: str) -> list[str]:
     cells = [cell for row in rows for cell in row if isinstance(cell, Measured)]
     notes = [SPREAD_NOTE] if any(cell.std is not None for cell in cells) else []
     return notes + ([published_note] if any(cell.published for cell in cells) else [])
@@ -414,7 +424,7 @@ def pinn_tables(runs: Sequence[Run]) -> list[Table]:
             *skipped_note,
             "mse/rmse/nrmse: test grid, last saved time steps (the paper's PINN 'MSE' is nRMSE); "
             "*_loss: loss terms at the final parameters",
-            *_value_notes(rows, f"[x]: published nRMSE ({SOURCE}, Tables 3-5)"),
+            *value_notes(rows, f"[x]: published nRMSE ({SOURCE}, Tables 3-5)"),
             budget_note(pde_runs),
             COUNT_NOTE,
         ]

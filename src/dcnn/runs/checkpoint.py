@@ -56,9 +56,10 @@ class RunCheckpoint(Checkpoint):
         self.guard = guard
         self._saved_at_step = -1
 
-    def save(self, trainer: pl.Trainer) -> Path:
-        """Write the checkpoint now (all processes call this; the main one writes)."""
-        if trainer.global_step == self._saved_at_step:
+    def save(self, trainer: pl.Trainer, again: bool = False) -> Path:
+        """Write the checkpoint now (all processes call this; the main one writes), unless it
+        was written at this step already and ``again`` is not set."""
+        if trainer.global_step == self._saved_at_step and not again:
             return self.path
         partial = self.path.with_name(self.path.name + ".partial")
         if trainer.is_global_zero:
@@ -88,10 +89,12 @@ class RunCheckpoint(Checkpoint):
             raise RunInterrupted(signum)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:
+            # The epoch-end checkpoint, after validation and the epoch-end hooks, stands for
+            # this step (a resumed run treats the epoch as finished); see on_train_batch_start.
+            return
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self.save(trainer)
-        if batch_idx + 1 == trainer.num_training_batches:
-            return  # validation and the epoch-end hooks come first (see on_train_batch_start)
         if (signum := self._signal_to_stop_on(trainer)) is not None:
             self.save(trainer)
             # Lightning logs a step's metrics after this hook; log them now, since the resumed
@@ -100,7 +103,9 @@ class RunCheckpoint(Checkpoint):
             raise RunInterrupted(signum)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.save(trainer)
+        # Again even when a step checkpoint was taken at this step (max_steps mid-epoch): the
+        # epoch's end must be in it.
+        self.save(trainer, again=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)  # training may stop mid-epoch (max_steps)

@@ -99,8 +99,9 @@ def job_environment(
 
 
 def stop_extra_processes(trainer, grace_seconds: float = 10) -> None:
-    """After the main process stopped early: give the processes Lightning started time to stop
-    on their own (they agree on interruptions), then kill those waiting for it forever."""
+    """After the main process's run: give the processes Lightning started time to end on their
+    own (they finish with it, and agree on interruptions), then kill those still waiting in a
+    collective operation (after a failure of the main process)."""
     procs = getattr(getattr(trainer, "strategy", None), "launcher", None)
     for proc in getattr(procs, "procs", []):
         try:

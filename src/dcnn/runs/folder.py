@@ -69,6 +69,10 @@ class RunFolderError(Exception):
     """The folder cannot take this launch; the message says why and what to do."""
 
 
+class FolderInUseError(RunFolderError):
+    """Another live process trains in the folder (its launch file must stay as it is)."""
+
+
 @dataclass(frozen=True)
 class Launch:
     """The decision for one launch: ``fresh``, ``resume`` (from ``checkpoint``) or ``skip``."""
@@ -187,7 +191,7 @@ def _check_not_in_use(folder: Path) -> None:
         return
     pid = int(launch.get("pid", 0))
     if pid and pid != os.getpid() and _process_alive(pid):
-        raise RunFolderError(
+        raise FolderInUseError(
             f"{folder} is in use: process {pid} on this machine has been training there since "
             f"{launch.get('started')}. Wait for it to end, stop it (kill -TERM {pid} saves a "
             "checkpoint, and the same command resumes it), or use another folder"
@@ -302,6 +306,36 @@ def end_launch(folder: Path, status: str) -> None:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(launch, indent=2))
         tmp.replace(path)
+
+
+def decide_as_main(
+    folder: Path, config: dict, rerun: set[str], ckpt_path: str | None = None
+) -> Launch:
+    """The main process's decision (``plan_launch``), written to ``launch.json`` for the run and
+    for the other processes a cluster started for this launch, which wait for it: a skip and a
+    refusal are written too, so that they end at once instead of waiting (on a single machine a
+    skip writes nothing)."""
+    cluster = launch_id() is not None
+    try:
+        launch = plan_launch(folder, config, rerun, ckpt_path)
+    except RunFolderError as exc:
+        if cluster and not isinstance(exc, FolderInUseError):
+            write_launch(folder, Launch("refused", message=str(exc)), ended=True)
+        raise
+    if launch.action != "skip":
+        write_launch(folder, launch)
+    elif cluster:
+        write_launch(folder, launch, ended=True, status=(launch.record or {}).get("status"))
+    return launch
+
+
+def decide_as_follower(folder: Path, published: dict | None) -> Launch:
+    """The decision of a process other than the main one: the one its main process handed it
+    (``published``, for processes Lightning started) or the one it wrote (``follow_launch``)."""
+    launch = Launch.from_dict(published["launch"]) if published else follow_launch(folder)
+    if launch.action == "refused":
+        raise RunFolderError(launch.message)
+    return launch
 
 
 def follow_launch(folder: Path, timeout_seconds: float = 600, poll_seconds: float = 1) -> Launch:

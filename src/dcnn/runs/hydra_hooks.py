@@ -21,11 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 from dcnn.runs.record import METRICS_FILE, PREVIOUS_DIR, STATUSES, RecordError, read_record
 
 
-def job_statuses(sweep_dir: Path) -> Counter:
-    """Status counts of the job folders of a multirun (runs moved aside are not counted)."""
+def job_statuses(sweep_dir: Path, n_jobs: int | None = None) -> Counter:
+    """Status counts of the job folders of a multirun (runs moved aside are not counted); with
+    ``n_jobs``, only the folders ``0`` .. ``n_jobs - 1`` of this launch (an earlier, larger
+    launch into the same folder may have left more)."""
     counts: Counter = Counter()
     for path in sorted(Path(sweep_dir).rglob(METRICS_FILE)):
-        if PREVIOUS_DIR in path.relative_to(sweep_dir).parts:
+        parts = path.relative_to(sweep_dir).parts
+        if PREVIOUS_DIR in parts:
+            continue
+        if n_jobs is not None and not (parts[0].isdigit() and int(parts[0]) < n_jobs):
             continue
         try:
             record = read_record(path.parent)
@@ -36,12 +41,38 @@ def job_statuses(sweep_dir: Path) -> Counter:
     return counts
 
 
+def launch_size(config: DictConfig) -> int | None:
+    """The number of jobs Hydra's basic sweeper launches for this command (None when another
+    sweeper decides, or the job folders are not named by job number)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if not sweeper.endswith("BasicSweeper") or subdir != "${hydra.job.num}":
+        return None
+    parser = OverridesParser.create()
+    params = config.hydra.sweeper.get("params")
+    params = {} if params is None else OmegaConf.to_container(params, resolve=False)
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    overrides = {o.key_or_group: o for o in parser.parse_overrides(arguments)}
+    # The command line's overrides replace the sweep file's for the same key.
+    overrides |= {
+        o.key_or_group: o for o in parser.parse_overrides(list(config.hydra.overrides.task))
+    }
+    size = 1
+    for override in overrides.values():
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
 class SweepHooks(Callback):
     """See the module docstring. ``outcome`` holds the last multirun's status counts."""
 
     outcome: Counter | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SweepHooks.outcome = None  # a new launch: nothing is known of its jobs yet
         target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
             print(
@@ -55,7 +86,7 @@ class SweepHooks(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        counts = job_statuses(sweep_dir)
+        counts = job_statuses(sweep_dir, launch_size(config))
         SweepHooks.outcome = counts
         order = [*STATUSES, "unreadable"]
         parts = ", ".join(f"{counts[status]} {status}" for status in order if counts[status])

@@ -42,12 +42,14 @@ class InterruptGuard:
     """Signal handlers for the duration of one run (a context manager).
 
     ``deferring`` is True while training: a signal then waits for ``stop_requested``, which the
-    checkpoint callback asks at every step and epoch end.
+    checkpoint callback asks at every step and epoch end. ``recording`` is True while the run
+    writes its record: every signal, a second Ctrl-C too, is only noted, and acted on after.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.deferring = False
+        self.recording = False
         self.previous: dict[int, Callable | int | None] = {}
 
     def __enter__(self) -> InterruptGuard:
@@ -67,6 +69,9 @@ class InterruptGuard:
                 signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
+        if self.recording:
+            self.signum = self.signum or signum
+            return
         if self.signum is not None:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now

@@ -129,7 +129,13 @@ class DerivativeTask(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["task_state"]
+        state = checkpoint.get("task_state")
+        if state is None:
+            raise RuntimeError(
+                "this checkpoint holds no dcnn task state (loss weights, divergence bound): it "
+                "was written by another program or by a dcnn older than resumable runs; start "
+                "the run afresh (rerun=all) or load only its weights into the model"
+            )
         self.weighting.load_state_dict(state["weighting"])
         self.first_train_loss = state["first_train_loss"]
         self.steps_above_bound = state["steps_above_bound"]

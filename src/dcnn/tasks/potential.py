@@ -107,6 +107,24 @@ class PotentialTask(DerivativeTask):
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.trainer.world_size > 1:
+            # Every process holds the sums of its own share of the epoch so far; the checkpoint
+            # gets the sums over all of them (every process takes part in this gather).
+            for name, metric in self.metrics.items():
+                if name.startswith("train:"):
+                    metric.sync()
+                    prefix = f"metrics.{name}."
+                    checkpoint["state_dict"].update(metric.state_dict(prefix=prefix))
+                    metric.unsync()
+
+    def on_train_start(self) -> None:
+        if self.global_rank > 0:  # a resumed epoch's sums so far are the main process's to carry
+            for name, metric in self.metrics.items():
+                if name.startswith("train:"):
+                    metric.reset()
+
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
@@ -147,7 +165,16 @@ def build_potential_run(cfg: DictConfig, task_parts: dict):
         train.forces,
         train.n_atoms(),
         scale=cfg.rescaling.get("scale"),
+        numbers=train.numbers,
     )
-    task = PotentialTask(model, scaler, cfg.loss.alpha, cfg.loss.beta, cfg.loss.kind, **task_parts)
+    task = PotentialTask(
+        model,
+        scaler,
+        cfg.loss.alpha,
+        cfg.loss.beta,
+        cfg.loss.kind,
+        exclude_fixed_atoms=getattr(datamodule, "fixed_atoms", "exclude") == "exclude",
+        **task_parts,
+    )
     info = {"data": datamodule.describe(), "label_scaler": scaler.describe()}
     return datamodule, task, datamodule.units, report, info
