@@ -141,6 +141,22 @@ def test_pinn_experiments_select_the_pdebench_setup():
     assert compose_train(["experiment=pinn_cfd"]).trainer.max_steps == 15000
 
 
+def test_protocol_pdebench_is_pdebenchs_point_sets_and_the_default_stays_cheaper():
+    for experiment, n_initial, data_fraction in (
+        ("pinn_advection", 5000, 0.0),
+        ("pinn_cfd", 5000, 0.0),
+        ("pinn_diffreact", "all", 0.3),
+    ):
+        data = compose_train([f"experiment={experiment}", "protocol=pdebench"]).dataset
+        assert (data.residual_points, data.n_initial, data.data_fraction) == (
+            "all",
+            n_initial,
+            data_fraction,
+        )
+        data = compose_train([f"experiment={experiment}"]).dataset
+        assert (data.residual_points, data.n_initial, data.data_fraction) == ("domain", 5000, 0.0)
+
+
 def test_pathologies_experiments_select_wang_teng_perdikaris_setup():
     for problem, depth in (("helmholtz", 3), ("klein_gordon", 5), ("cavity", 3)):
         cfg = compose_train([f"experiment=pinn_{problem}"])

@@ -115,6 +115,23 @@ def test_analytic_gain_of_irelu_relu_and_tanh():
     assert analytic_gain(torch.tanh) is None
 
 
+def test_a_bounded_activation_is_never_saturated_to_reach_the_target():
+    """tanh's rms tends to 1 only as its input scale grows without bound; LSUV must then set
+    the layer's own output (pre-activation std 1), not multiply the weights by 1e6 and leave a
+    sign function with zero input derivatives."""
+    torch.manual_seed(0)
+    model = MLP(2, 1, hidden=40, depth=6, activation=nn.Tanh)
+    inputs = _advection_inputs(1000)
+    report = lsuv_init(model, inputs, **SETTINGS)
+    for name in (f"layers.{i}" for i in range(6)):
+        entry = report.layers[name]
+        assert entry["measured"] == "layer output (Tanh cannot reach rms 1)"
+        assert entry["scale"] < 100
+    for pre, post in _hidden_activations(model, inputs):
+        assert math.isclose(float(pre.std()), 1.0, rel_tol=0.1)
+        assert float((1 - post.square()).mean()) > 0.2  # tanh' far from zero: not saturated
+
+
 # ------------------------------------------------------------------------------ SchNet
 def _schnet_irelu() -> SchNet:
     torch.manual_seed(0)

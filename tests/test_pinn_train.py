@@ -80,6 +80,7 @@ def test_advection_training_lowers_every_term_and_writes_metrics(tmp_path, pde_r
     [
         ("pinn_cfd", ["activation=irelu", "normalization=batchnorm"]),
         ("pinn_diffreact", ["weighting=annealing", "weighting.every=2"]),
+        ("pinn_diffreact", ["protocol=pdebench", "dataset.n_initial_residual=30"]),
     ],
 )
 def test_cfd_and_diffreact_variants_run(tmp_path, pde_root, experiment, extra):
@@ -109,6 +110,10 @@ def test_cfd_and_diffreact_variants_run(tmp_path, pde_root, experiment, extra):
         },
         "pinn_diffreact": {"pde", "bc", "ic_u", "ic_v"},
     }[experiment]
+    if "protocol=pdebench" in extra:  # PDEBench's data term, residual on every training point
+        expected = expected | {"data"}
+        sizes = record["info"]["data"]
+        assert sizes["domain"] == cfg.dataset.n_domain + 30 + cfg.dataset.n_boundary
     assert terms == expected
     assert "rmse_density" in record["test"] or "rmse_u" in record["test"]
 

@@ -204,6 +204,45 @@ def test_initial_points_are_a_seeded_subsample_of_the_grid():
     assert torch.equal(points["domain"], other_seed.training_points()["domain"])  # Hammersley
 
 
+def test_residual_on_all_points_follows_deepxdes_time_pde():
+    """residual_points=all: 1,000 domain + 5,000 initial + 1,000 boundary residual points (as
+    PDEBench's DeepXDE baseline), the other terms keep their sets, and the default is unchanged."""
+    sample = synthetic_sample("advection", nx=64, nt=11)
+    default = AdvectionProblem(sample, seed=2)
+    problem = AdvectionProblem(sample, residual_points="all", seed=2)
+    points, before = problem.training_points(), default.training_points()
+    domain = points["domain"]
+    assert domain.shape == (7000, 2)
+    assert torch.equal(domain[:1000], before["domain"])  # the Hammersley points come first
+    at_start, on_boundary = domain[1000:6000], domain[6000:]
+    assert torch.all(at_start[:, 1] == 0.0) and at_start[:, 0].std() > 0.25  # uniform in x
+    assert len(torch.unique(at_start[:, 0])) > 4900  # random positions, not the 64 grid cells
+    assert torch.all((on_boundary[:, 0] == 0.0) | (on_boundary[:, 0] == 1.0))
+    assert int((on_boundary[:, 0] == 0.0).sum()) == 500  # both ends, n_boundary in all
+    for key in ("initial", "initial_target", "boundary_left", "boundary_right"):
+        assert torch.equal(points[key], before[key])
+    torch.manual_seed(0)
+    model = MLP(2, 1, hidden=8, depth=2).double()
+    terms = problem.loss_terms(model, as_float64(points))
+    expected = default.loss_terms(model, {**as_float64(before), "domain": domain.double()})
+    for name in problem.term_names:
+        torch.testing.assert_close(terms[name], expected[name])
+    with pytest.raises(ValueError, match="residual_points must be one of domain, all"):
+        AdvectionProblem(sample, residual_points="everywhere")
+
+
+def test_pdebench_diffreact_fits_the_whole_initial_grid_and_30_percent_of_the_data():
+    sample = synthetic_sample("diffreact", nx=16, nt=6)
+    problem = DiffReactProblem(
+        sample, n_initial=None, data_fraction=0.3, residual_points="all", n_boundary=40
+    )
+    points = problem.training_points()
+    assert points["initial"].shape == (16 * 16, 3)  # every cell of the t = 0 slice
+    assert len(points["data"]) == round(0.3 * 6 * 16 * 16)
+    assert points["domain"].shape == (1000 + 5000 + 40, 3)
+    assert problem.term_names[-1] == "data"
+
+
 def test_diffreact_boundary_points_lie_on_edges_with_outward_normals():
     problem = DiffReactProblem(synthetic_sample("diffreact", nx=8, nt=3), n_boundary=400)
     points = problem.training_points()

@@ -133,9 +133,7 @@ def test_a_killed_run_leaves_its_checkpoint_and_curve_and_resumes_from_them(tmp_
     _assert_same_curves(folder, reference)
 
 
-def test_step_checkpoints_that_fall_on_an_epoch_end_keep_the_epoch_end_state(
-    tmp_path, reference
-):
+def test_step_checkpoints_that_fall_on_an_epoch_end_keep_the_epoch_end_state(tmp_path, reference):
     # Every 3 steps divides the 6-step epoch: the checkpoint at step 6 must be the one taken
     # after validation and the epoch-end hooks, or the resumed epoch's metrics go wrong.
     folder = tmp_path / "run"

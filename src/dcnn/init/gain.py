@@ -15,6 +15,10 @@ _GRID = np.linspace(-12.0, 12.0, 48001)
 _GAUSS_WEIGHTS = np.exp(-0.5 * _GRID**2) / math.sqrt(2 * math.pi) * (_GRID[1] - _GRID[0])
 
 
+MIN_RESPONSE = 0.05  # least d log rms / d log c at a usable scale (IReLU: 2, ReLU: 1)
+RESPONSE_STEP = 0.1  # in log c, to measure that response
+
+
 def gaussian_rms(activation: Callable[[Tensor], Tensor], scale: float) -> float:
     """sqrt(E[activation(scale * z)^2]) for z ~ N(0, 1) (a fine quadrature on [-12, 12])."""
     z = torch.as_tensor(scale * _GRID, dtype=torch.float64)
@@ -38,7 +42,8 @@ def solve_log_scale(
     rms_at: Callable[[float], float], target: float, guess: float, steps: int = 50
 ) -> float | None:
     """c > 0 with rms_at(c) = target for rms_at increasing in c (bisection in log c, bracketed
-    by doubling or halving from ``guess``); None when no c within 2^60 of the guess reaches it."""
+    by doubling or halving from ``guess``); None when no c within 2^60 of the guess reaches it,
+    or reaches it only by saturating the activation."""
 
     def gap(log_c: float) -> float:
         value = rms_at(math.exp(log_c))
@@ -70,4 +75,10 @@ def solve_log_scale(
         else:
             low = middle
     root = math.exp(0.5 * (low + high))
-    return root if abs(gap(math.log(root))) < 1e-3 else None
+    if not abs(gap(math.log(root))) < 1e-3:
+        return None
+    # A target met only by saturating (tanh's rms creeps up to 1 as the scale grows without
+    # bound) is out of range: there the output no longer responds to its input, nor its
+    # gradient. A usable root responds: d log rms / d log c >= MIN_RESPONSE (IReLU: 2, ReLU: 1).
+    response = (gap(math.log(root) + RESPONSE_STEP) - gap(math.log(root))) / RESPONSE_STEP
+    return root if response >= MIN_RESPONSE else None

@@ -62,7 +62,7 @@ SETTINGS: dict[str, Callable[[dict], object]] = {
     "rescaling": _config_value("rescaling.name"),
     "weighting": _config_value("weighting.name"),
     "weighting.form": _config_value("weighting.form"),
-    "init": _config_value("init.name"),
+    "init": lambda config: lookup(config, "init.name") or "default",  # init=default adds no key
     "loss.kind": _config_value("loss.kind"),
     "loss.alpha": _config_value("loss.alpha"),
     "loss.beta": _config_value("loss.beta"),

@@ -86,8 +86,10 @@ def _pdebench_problem(cfg: DictConfig):
         sample,
         n_domain=data.n_domain,
         n_boundary=data.n_boundary,
-        n_initial=data.n_initial,
+        n_initial=None if data.n_initial == "all" else data.n_initial,
         data_fraction=data.data_fraction,
+        residual_points=data.residual_points,
+        n_initial_residual=data.n_initial_residual,
         seed=cfg.seed,
     )
     facts = {

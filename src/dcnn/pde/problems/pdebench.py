@@ -26,6 +26,10 @@ from dcnn.pde.sampling import hammersley, scale_to_box
 if TYPE_CHECKING:
     from dcnn.data.pdebench import PdeSample
 
+# Where the PDE residual is evaluated: the domain points only (cheaper), or every training point
+# (domain, initial and boundary), as DeepXDE's TimePDE in PDEBench's baseline does.
+RESIDUAL_POINTS = ("domain", "all")
+
 
 class PdeProblem(PinnProblem):
     """A PDEBench sample turned into PINN training point sets, loss terms and an evaluation.
@@ -33,9 +37,13 @@ class PdeProblem(PinnProblem):
     Subclasses define the equation (class attributes and `_physics_terms`) and the boundary
     points (`_boundary_point_sets`). Point sets, all float32 CPU tensors from
     `training_points()`:
-    - "domain" (n_domain, D): Hammersley points over the space-time box (PDE residual);
+    - "domain" (n_domain, D): Hammersley points over the space-time box, where the PDE
+      residual is evaluated; with ``residual_points="all"`` it runs over every training point
+      as in PDEBench's DeepXDE baseline (TimePDE): n_initial_residual uniformly random points at
+      t = 0 and n_boundary of the boundary points follow the domain points (1,000 + 5,000 +
+      1,000 = 7,000 for advection), while the initial and boundary terms keep their own sets;
     - "initial" (Ni, D), "initial_target" (Ni, C): the sample's t = 0 slice on its grid,
-      randomly subsampled to n_initial points when the grid has more;
+      randomly subsampled to n_initial points when the grid has more (n_initial None: all);
     - boundary sets of the subclass, at uniformly random times;
     - "data" (Nd, D), "data_target" (Nd, C) when data_fraction > 0: a random fraction of all
       saved solution values (every time step and grid cell), used by the extra "data" term.
@@ -54,15 +62,24 @@ class PdeProblem(PinnProblem):
         *,
         n_domain: int = 1000,
         n_boundary: int = 1000,
-        n_initial: int = 5000,
+        n_initial: int | None = 5000,
         data_fraction: float = 0.0,
+        residual_points: str = "domain",
+        n_initial_residual: int = 5000,
         seed: int = 0,
     ) -> None:
         self._check_sample(sample)
         self.sample = sample
         self.n_domain = check_count("n_domain", n_domain)
         self.n_boundary = check_count("n_boundary", n_boundary)
-        self.n_initial = check_count("n_initial", n_initial)
+        self.n_initial = None if n_initial is None else check_count("n_initial", n_initial)
+        if residual_points not in RESIDUAL_POINTS:
+            raise ValueError(
+                f"residual_points must be one of {', '.join(RESIDUAL_POINTS)}, got "
+                f"{residual_points!r}"
+            )
+        self.residual_points = residual_points
+        self.n_initial_residual = check_count("n_initial_residual", n_initial_residual)
         if not 0.0 <= data_fraction <= 1.0:
             raise ValueError(f"data_fraction must lie in [0, 1], got {data_fraction!r}")
         self.data_fraction = float(data_fraction)
@@ -171,6 +188,15 @@ class PdeProblem(PinnProblem):
         point_sets["initial"], point_sets["initial_target"] = initial, initial_target
         times = rng.uniform(lows[-1], highs[-1], size=self.n_boundary)
         point_sets.update(self._boundary_point_sets(times, rng))
+        if self.residual_points == "all":
+            at_start = rng.uniform(lows, highs, size=(self.n_initial_residual, self.n_inputs))
+            at_start[:, -1] = lows[-1]
+            # n_boundary points in all, shared between the boundary sets (their times are random)
+            share = -(-self.n_boundary // len(self.boundary_input_keys))
+            on_boundary = [point_sets[key][:share] for key in self.boundary_input_keys]
+            point_sets["domain"] = np.concatenate([point_sets["domain"], at_start, *on_boundary])[
+                : self.n_domain + self.n_initial_residual + self.n_boundary
+            ]
         if self.data_fraction > 0:
             n_time_steps = self.sample.fields.shape[0]
             n_values = self.sample.fields.size // self.n_outputs
