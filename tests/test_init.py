@@ -65,7 +65,7 @@ def _hidden_activations(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _rms(t: torch.Tensor) -> float:
-    return float(t.double().square().mean().sqrt())
+    return float(t.detach().double().square().mean().sqrt())
 
 
 def _irelu_mlp() -> MLP:
@@ -305,6 +305,49 @@ def test_lsuv_is_deterministic_and_leaves_the_global_rng_alone():
     lsuv_init(second, x, **SETTINGS)
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
+
+
+# ------------------------------------------------------------------- output to the labels
+def _potential_run(model: str):
+    from dcnn.tasks.potential import build_potential_run
+    from dcnn.train import task_parts
+
+    torch.manual_seed(0)
+    data = [option for option in TINY if option.startswith("dataset.")]
+    cfg = compose_train(["experiment=md17_dc", f"model={model}", "init=lsuv", *data])
+    datamodule, task, *_ = build_potential_run(cfg, task_parts(cfg))
+    return cfg.init, datamodule, task
+
+
+def test_power_of_ten_labels_get_an_output_layer_at_their_scale():
+    """LSUV alone leaves SchNet's per-atom energies at unit scale: with power-of-ten labels its
+    forces start 1e5 times too large. match_labels scales the output layer's weight to the
+    training forces' rms (forces are linear in it) and shifts its bias to the mean energy."""
+    settings, datamodule, task = _potential_run("schnet")
+    batch = training_inputs(datamodule, n_frames=settings.n_frames)  # the batch init uses
+    structure = (batch["n_atoms"], batch["numbers"], batch["batch"])
+    label_energy = task.scaler.encode_energy(batch["energy"], *structure)
+    label_forces = task.scaler.encode_forces(batch["forces"])
+    spread = float(label_energy.std())
+
+    initialise({**settings, "match_labels": False}, task.model.energy_model, datamodule, 0)
+    energy, forces = task.model(batch, create_graph=False)
+    assert _rms(forces) > 1e4 * _rms(label_forces)  # what LSUV alone starts from
+    assert _rms(energy.double() - label_energy) > 100 * spread
+
+    settings, datamodule, task = _potential_run("schnet")
+    report = initialise(settings, task.model.energy_model, datamodule, 0, task=task)
+    energy, forces = task.model(batch, create_graph=False)
+    assert report.output["layer"] == "lin2" and report.output["status"] == "matched"
+    assert math.isclose(_rms(forces), _rms(label_forces), rel_tol=1e-3)
+    assert _rms(energy.double() - label_energy) < 3 * spread  # only the mean was fitted
+    assert report.to_dict()["output"]["weight_scale"] < 1e-4
+    assert "output layer lin2 to the labels' scale" in report.summary()
+
+    # a zero-initialised output block (DimeNet++'s) is kept, and the report says why
+    settings, datamodule, task = _potential_run("dimenet_pp")
+    report = initialise(settings, task.model.energy_model, datamodule, 0, task=task)
+    assert report.output["status"].startswith("kept: zero")
 
 
 # ------------------------------------------------------------------------------ runs

@@ -125,7 +125,7 @@ def _train_and_test(
         from dcnn.init import initialise
 
         model = getattr(progress.task.model, "energy_model", progress.task.model)
-        initialised = initialise(cfg.init, model, datamodule, cfg.seed)
+        initialised = initialise(cfg.init, model, datamodule, cfg.seed, task=progress.task)
         if initialised is not None:
             progress.info["init"] = initialised.to_dict()
             if ddp.is_main_process():

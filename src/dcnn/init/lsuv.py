@@ -252,6 +252,7 @@ class LsuvReport:
     not_converged: list[str] = field(default_factory=list)
     shared_weight: list[str] = field(default_factory=list)
     untouched_parameters: list[str] = field(default_factory=list)
+    output: dict | None = None  # the output layer matched to the labels (dcnn.init.labels)
 
     @property
     def rescaled(self) -> list[str]:
@@ -272,6 +273,7 @@ class LsuvReport:
             "shared_weight": list(self.shared_weight),
             "untouched_parameters": list(self.untouched_parameters),
             "layers": {name: dict(entry) for name, entry in self.layers.items()},
+            **({} if self.output is None else {"output": dict(self.output)}),
         }
 
     def summary(self) -> str:
@@ -300,6 +302,17 @@ class LsuvReport:
         ):
             if names:
                 lines.append(f"  {label}: {', '.join(names)}")
+        if self.output is not None:
+            lines.append(
+                f"  output layer {self.output['layer']} to the labels' scale: "
+                + (
+                    ", ".join(
+                        f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in self.output.items()
+                        if key != "layer"
+                    )
+                )
+            )
         return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dcnn.init.labels import match_labels
 from dcnn.init.lsuv import InitError, LsuvReport, lsuv_init
 
 log = logging.getLogger("dcnn")
@@ -23,6 +24,7 @@ LSUV_SETTINGS = (
     "offset",
     "n_frames",
     "n_points",
+    "match_labels",
 )
 
 
@@ -68,13 +70,15 @@ def training_inputs(datamodule: Any, n_frames: int = 32, n_points: int = 2000, s
 
 
 def initialise(
-    settings: Mapping | None, model: nn.Module, datamodule: Any, seed: int
+    settings: Mapping | None, model: nn.Module, datamodule: Any, seed: int, task: Any = None
 ) -> LsuvReport | None:
     """Apply a run's ``init`` settings (the config group ``init``) to ``model`` in place.
 
     ``None`` or ``name: default``: nothing is done and None is returned (the model keeps its own
     initialisation, and nothing else about the run changes). ``name: lsuv``: ``lsuv_init`` on
-    ``training_inputs(datamodule, ...)``; returns its report (logged here).
+    ``training_inputs(datamodule, ...)``, then, for a potential ``task`` (one with a label
+    scaler) and ``match_labels`` (default true), ``dcnn.init.labels.match_labels``; returns the
+    report (logged here).
     """
     if settings is None or not settings or settings.get("name", "default") == "default":
         return None
@@ -99,5 +103,7 @@ def initialise(
         center=bool(settings.get("center", True)),
         offset=float(settings.get("offset", 0.0)),
     )
+    if bool(settings.get("match_labels", True)) and hasattr(task, "scaler"):
+        match_labels(task, inputs, report)
     log.info("%s", report.summary())
     return report
