@@ -131,3 +131,22 @@ def wait_for_wandb_run(run_folder: Path, timeout: float = 120) -> list:
             kinds = [record.WhichOneof("record_type") for record in records]
             raise TimeoutError(f"no exit record in {files} after {timeout} s; records: {kinds}")
         time.sleep(0.2)
+
+
+def assert_jet_matches_finite_differences(model, x, jet, step: float = 1e-4) -> None:
+    """A float64 jet along the two input axes (value, d1, pure d2) against central finite
+    differences of ``model`` at ``x``."""
+    import torch
+
+    with torch.no_grad():
+        for k in range(2):
+            shift = torch.zeros_like(x)
+            shift[:, k] = step
+            plus, minus, centre = model(x + shift), model(x - shift), model(x)
+            torch.testing.assert_close(
+                jet.d1[:, :, k], (plus - minus) / (2 * step), rtol=1e-7, atol=1e-8
+            )
+            torch.testing.assert_close(
+                jet.d2[:, :, k], (plus - 2 * centre + minus) / step**2, rtol=1e-5, atol=1e-5
+            )
+        torch.testing.assert_close(jet.value, model(x), rtol=1e-14, atol=1e-14)

@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from helpers import assert_jet_matches_finite_differences
 from torch import nn
 
 from dcnn.activations import (
@@ -216,19 +217,7 @@ def test_derivatives_match_finite_differences(arch, method):
     model = _model(arch, nn.Tanh, 2, 2)
     x = _points(4, 2, seed=7)
     jet = input_jet(model, x, (0, 1), method=method)
-    step = 1e-4
-    with torch.no_grad():
-        for k in range(2):
-            shift = torch.zeros_like(x)
-            shift[:, k] = step
-            plus, minus, centre = model(x + shift), model(x - shift), model(x)
-            torch.testing.assert_close(
-                jet.d1[:, :, k], (plus - minus) / (2 * step), rtol=1e-7, atol=1e-8
-            )
-            torch.testing.assert_close(
-                jet.d2[:, :, k], (plus - 2 * centre + minus) / step**2, rtol=1e-5, atol=1e-5
-            )
-        torch.testing.assert_close(jet.value, model(x), rtol=1e-14, atol=1e-14)
+    assert_jet_matches_finite_differences(model, x, jet)
 
 
 class _JetTensors(nn.Module):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import assert_jet_matches_finite_differences
 from torch import nn
 
 from dcnn.activations import IReLU
@@ -258,19 +259,7 @@ def test_modified_mlp_paper_form_input_derivatives_match_finite_differences(meth
     assert taylor_unsupported_reason(model) is None  # the Taylor engine walks the H_1 layer
     x = torch.randn(5, 2, dtype=torch.float64) * 1.5
     jet = input_jet(model, x, (0, 1), method=method)
-    step = 1e-4
-    with torch.no_grad():
-        for k in range(2):
-            shift = torch.zeros_like(x)
-            shift[:, k] = step
-            plus, minus, centre = model(x + shift), model(x - shift), model(x)
-            torch.testing.assert_close(
-                jet.d1[:, :, k], (plus - minus) / (2 * step), rtol=1e-7, atol=1e-8
-            )
-            torch.testing.assert_close(
-                jet.d2[:, :, k], (plus - 2 * centre + minus) / step**2, rtol=1e-5, atol=1e-5
-            )
-    torch.testing.assert_close(jet.value, model(x), rtol=1e-14, atol=1e-14)
+    assert_jet_matches_finite_differences(model, x, jet)
 
 
 def test_modified_mlp_paper_form_taylor_equals_autograd_with_gradients_after_surgery():

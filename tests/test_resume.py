@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -68,8 +67,10 @@ def _checkpoint_step(folder: Path) -> int:
 def reference(tmp_path_factory, data_root) -> Path:
     """The uninterrupted run (4 epochs of 6 steps) that every resumed run must reproduce."""
     folder = tmp_path_factory.mktemp("reference") / "run"
-    os.environ.setdefault("DCNN_DATA_ROOT", str(data_root))
-    dcnn_train([*TINY, f"hydra.run.dir={folder}"], cwd=folder.parent)
+    with pytest.MonkeyPatch.context() as patch:  # module scope: no leak into later tests
+        patch.setenv("DCNN_DATA_ROOT", str(data_root))
+        patch.setenv("WANDB_MODE", "offline")
+        dcnn_train([*TINY, f"hydra.run.dir={folder}"], cwd=folder.parent)
     assert record(folder)["status"] == "ok"
     return folder
 
