@@ -25,7 +25,7 @@ GROUPS = [
     "protocol",
 ]
 # Options that only make sense on the PINN path (they have no neighbour-list cutoff).
-PINN_ONLY = {("model", "mlp"), ("model", "modified_mlp")}
+PINN_ONLY = {("model", "mlp"), ("model", "modified_mlp"), ("protocol", "pdebench")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
