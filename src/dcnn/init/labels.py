@@ -25,23 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dcnn.init.lsuv import LsuvReport
-
-
-def _rms(values: Tensor) -> float:
-    return float(values.double().square().mean().sqrt())
+from dcnn.init.lsuv import LsuvReport, rms
 
 
 def _predict(task: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         energy, forces = task.model(batch, create_graph=False)
     return energy.detach().double(), forces.detach().double()
-
-
-def _labels(task: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    structure = (batch["n_atoms"], batch["numbers"], batch["batch"])
-    energy = task.scaler.encode_energy(batch["energy"], *structure).double()
-    return energy, task.scaler.encode_forces(batch["forces"]).double()
 
 
 def match_labels(task: Any, batch: dict[str, Tensor], report: LsuvReport) -> dict:
@@ -57,9 +47,9 @@ def match_labels(task: Any, batch: dict[str, Tensor], report: LsuvReport) -> dic
         result["status"] = "kept: no output layer with a weight"
         return result
     saved = [weight.detach().clone(), None if bias is None else bias.detach().clone()]
-    label_energy, label_forces = _labels(task, batch)
-    energy, forces = _predict(task, batch)
-    predicted_rms, label_rms = _rms(forces), _rms(label_forces)
+    label_energy, label_forces = task.encoded_labels(batch)
+    _, forces = _predict(task, batch)
+    predicted_rms, label_rms = rms(forces), rms(label_forces)
     if not (predicted_rms > 0 and math.isfinite(predicted_rms) and label_rms > 0):
         result["status"] = "kept: zero or non-finite predicted or label forces"
         return result
@@ -67,14 +57,14 @@ def match_labels(task: Any, batch: dict[str, Tensor], report: LsuvReport) -> dic
     with torch.no_grad():
         weight.mul_(factor)
     scaled_energy, scaled_forces = _predict(task, batch)
-    if not math.isclose(_rms(scaled_forces), label_rms, rel_tol=0.01):
+    if not math.isclose(rms(scaled_forces), label_rms, rel_tol=0.01):
         _restore(weight, bias, saved)
         result["status"] = (
             "kept: the forces are not linear in this layer's weight (several output blocks?)"
         )
         return result
     result.update(force_rms_before=predicted_rms, force_rms=label_rms, weight_scale=factor)
-    error_before = _rms(scaled_energy - label_energy)
+    error_before = error_after = rms(scaled_energy - label_energy)
     if bias is not None and bias.numel() == 1:
         with torch.no_grad():
             bias.add_(1.0)
@@ -83,15 +73,13 @@ def match_labels(task: Any, batch: dict[str, Tensor], report: LsuvReport) -> dic
         offset = float((slope * (label_energy - scaled_energy)).sum() / slope.square().sum())
         with torch.no_grad():
             bias.add_(offset - 1.0)
-        error_after = _rms(_predict(task, batch)[0] - label_energy)
-        if error_after < error_before:
+        shifted_error = rms(_predict(task, batch)[0] - label_energy)
+        if shifted_error < error_before:
+            error_after = shifted_error
             result.update(bias_shift=offset)
         else:
             with torch.no_grad():
                 bias.sub_(offset)
-            error_after = error_before
-    else:
-        error_after = error_before
     result.update(energy_rms_error_before=error_before, energy_rms_error=error_after)
     return result
 

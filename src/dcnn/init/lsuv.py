@@ -155,7 +155,8 @@ class _Structure:
         return first if first is not None and all(f is first for f in followers) else None
 
 
-def _rms(values: Tensor) -> float:
+def rms(values: Tensor) -> float:
+    """Root mean square (0 for an empty tensor)."""
     return float(values.double().square().mean().sqrt()) if values.numel() else 0.0
 
 
@@ -218,7 +219,7 @@ def _discover(model: nn.Module, inputs: Any, layers: dict[str, nn.Module]) -> _S
     for name, pieces in outputs.items():
         rows = _sample(torch.cat(pieces))
         activation = structure.activation(name)
-        structure.initial[name] = (_rms(rows), _scale_of(rows, activation, rows.dtype))
+        structure.initial[name] = (rms(rows), _scale_of(rows, activation, rows.dtype))
     return structure
 
 
@@ -232,9 +233,9 @@ def _sample(values: Tensor, limit: int = 200_000) -> Tensor:
 def _scale_of(values: Tensor, activation: nn.Module | None, dtype: torch.dtype) -> float:
     """rms of ``activation(values)`` (evaluated in the model's dtype), or of ``values``."""
     if activation is None:
-        return _rms(values)
+        return rms(values)
     with torch.no_grad():
-        return _rms(activation(values.to(dtype)))
+        return rms(activation(values.to(dtype)))
 
 
 @dataclass
@@ -507,13 +508,13 @@ def _step(layer: _Layer, rows: Tensor, settings: _Settings) -> tuple[float, Tens
     bias = getattr(layer.module, layer.spec.bias) if layer.spec.bias is not None else None
     mean = sample.mean(dim=0) if settings.center and bias is not None else None
     centred = sample if mean is None else sample - mean
-    spread = _rms(centred)
+    spread = rms(centred)
     if not (math.isfinite(spread) and spread > 0):
         layer.frozen = True
         entry["status"] = "zero output" if spread == 0 else "non-finite output"
         return None
     offset = settings.offset * spread if (layer.integrated and mean is not None) else 0.0
-    placed = mean is None or _rms(mean - offset) <= settings.tolerance * spread
+    placed = mean is None or rms(mean - offset) <= settings.tolerance * spread
     if placed and abs(current / settings.target - 1) <= settings.tolerance:
         return None
     factor = None

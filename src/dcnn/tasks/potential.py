@@ -68,12 +68,23 @@ class PotentialTask(DerivativeTask):
         for metric in self.metrics.values():
             metric.persistent(True)
 
+    def encoded_labels(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The batch's energy and force labels in training units (float64)."""
+        structure = (batch["n_atoms"], batch["numbers"], batch["batch"])
+        return (
+            self.scaler.encode_energy(batch["energy"], *structure),
+            self.scaler.encode_forces(batch["forces"]),
+        )
+
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         energy, forces = self.model(batch, create_graph=stage == "train")
         n_atoms = batch["n_atoms"]
         structure = (n_atoms, batch["numbers"], batch["batch"])
-        target_energy = self.scaler.encode_energy(batch["energy"], *structure).to(energy.dtype)
-        target_forces = self.scaler.encode_forces(batch["forces"]).to(forces.dtype)
+        encoded_energy, encoded_forces = self.encoded_labels(batch)
+        target_energy, target_forces = (
+            encoded_energy.to(energy.dtype),
+            encoded_forces.to(forces.dtype),
+        )
         # S2EF: atoms a constraint holds have no force to learn (their DFT force is not zero,
         # but the relaxation never moved them); they are left out of loss and metrics.
         free = ~batch["fixed"] if self.exclude_fixed_atoms else slice(None)

@@ -49,9 +49,6 @@ class PdeProblem(PinnProblem):
       saved solution values (every time step and grid cell), used by the extra "data" term.
     """
 
-    name: ClassVar[str]
-    channels: ClassVar[tuple[str, ...]]
-    input_names: ClassVar[tuple[str, ...]]
     required_params: ClassVar[tuple[str, ...]]
     physics_term_names: ClassVar[tuple[str, ...]]
     boundary_input_keys: ClassVar[tuple[str, ...]]
@@ -89,14 +86,6 @@ class PdeProblem(PinnProblem):
             ("data",) if self.data_fraction > 0 else ()
         )
         self._points = self._sample_point_sets(np.random.default_rng(seed))
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.input_names)
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.channels)
 
     # ----------------------------------------------------------------------------- validation
     def _check_sample(self, sample: PdeSample) -> None:
