@@ -92,6 +92,14 @@ def test_slurm_launcher_without_slurm_says_what_to_use_instead(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_parallel_slots_with_ddp_jobs_say_what_to_use_instead(tmp_path):
+    arguments = ["-m", "hydra/launcher=local_parallel", "trainer=ddp", "loss.beta=1,2"]
+    done = dcnn_train([*arguments, "trainer.accelerator=cpu"], cwd=tmp_path, expect=2)
+    assert "cannot start trainer=ddp's extra processes" in done.stderr
+    assert "hydra/launcher=slurm" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_two_launches_at_once_get_two_default_folders(tmp_path):
     command = [sys.executable, "-m", "dcnn.train", "debug=fast", "trainer.max_epochs=1"]
     launches = [

@@ -1,6 +1,6 @@
 """DDP on CPU (gloo, 2 processes): a multirun runs each job once, two processes train as one does
-with the same seed and global batch, and an interruption of one process stops both at the same
-step, to be resumed exactly."""
+with the same seed and global batch (structures of different sizes and fixed atoms too), and an
+interruption of one process stops both at the same step, to be resumed exactly."""
 
 from __future__ import annotations
 
@@ -113,3 +113,34 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path, single_pr
     assert len(resumed) == len(uninterrupted) == 4
     for ours, theirs in zip(resumed, uninterrupted, strict=True):
         assert ours[0] == theirs[0] and _close(ours[1], theirs[1]) and _close(ours[2], theirs[2])
+
+
+def test_two_processes_train_as_one_on_structures_of_different_sizes_with_fixed_atoms(
+    tmp_path, data_root
+):
+    # Slabs of 49 and 97 atoms, 36 and 72 of them fixed: the processes' halves of a batch hold
+    # different numbers of free atoms, so their mean force losses must be weighted by them.
+    folder = tmp_path / "slabs"
+    folder.mkdir()
+    for name in ("random1000156.traj", "random1000163.traj"):
+        (folder / name).symlink_to(data_root / "oc20" / name)
+    overrides = [
+        *TINY,
+        "dataset=oc20",
+        f"dataset.path={folder}",
+        "dataset.split=frames",
+        "dataset.n_train=40",
+        "dataset.n_val=8",
+        "dataset.n_test=15",
+        "dataset.batch_size=8",
+        "trainer.max_epochs=2",
+        "model.cutoff=3.0",
+    ]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    dcnn_train([*overrides, f"hydra.run.dir={single}"], cwd=tmp_path)
+    dcnn_train([*overrides, *DDP, f"hydra.run.dir={ddp}"], cwd=tmp_path)
+    ours, reference = _losses(ddp), _losses(single)
+    assert len(ours) == len(reference) == 10
+    assert all(_close(a, b) for (_, a), (_, b) in zip(ours, reference, strict=True))
+    expected = record(single)["test"]
+    assert all(_close(record(ddp)["test"][key], value) for key, value in expected.items())

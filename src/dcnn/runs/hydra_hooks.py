@@ -2,8 +2,9 @@
 conf/train.yaml), which run in the launching process.
 
 - ``hydra_flags_first``: Hydra's flags (``-m``, ``--cfg job``, ...) anywhere on the line.
-- Before a multirun: ``hydra/launcher=slurm`` on a machine without SLURM stops with a message
-  that names the alternatives, instead of submitit's traceback.
+- Before a multirun: ``hydra/launcher=slurm`` on a machine without SLURM, and
+  ``hydra/launcher=local_parallel`` with ``trainer=ddp``, stop with a message that names the
+  alternatives, instead of a traceback.
 - After a multirun: one line per status, read from the jobs' metrics.json files, and the
   outcome that ``dcnn-train`` turns into its exit status (0 only when every job is ok).
 """
@@ -66,6 +67,16 @@ def launch_size(config: DictConfig) -> int | None:
     return size
 
 
+# The joblib workers of local_parallel are not dcnn-train processes: Lightning would start a DDP
+# job's extra processes by running the worker's own command line again.
+DDP_IN_PARALLEL_SLOTS = (
+    "hydra/launcher=local_parallel runs single-process jobs side by side (one GPU, or a share of "
+    "the CPU cores, each) and cannot start trainer=ddp's extra processes. For jobs on several "
+    "devices, run the sweep with the default launcher (each job on all devices in turn) or with "
+    "hydra/launcher=slurm and hydra.launcher.tasks_per_node=N."
+)
+
+
 class SweepHooks(Callback):
     """See the module docstring. ``outcome`` holds the last multirun's status counts."""
 
@@ -82,6 +93,10 @@ class SweepHooks(Callback):
                 "hydra/launcher=local_parallel.",
                 file=sys.stderr,
             )
+            raise SystemExit(2)
+        strategy = str(OmegaConf.select(config, "trainer.strategy") or "")
+        if target.endswith("JoblibLauncher") and strategy.startswith("ddp"):
+            print(DDP_IN_PARALLEL_SLOTS, file=sys.stderr)
             raise SystemExit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

@@ -93,6 +93,24 @@ class DerivativeTask(pl.LightningModule):
                 f"steps ({described})"
             )
 
+    def means_over_global_batch(
+        self, terms: Mapping[str, Tensor], counts: Mapping[str, int], stage: str
+    ) -> dict[str, Tensor]:
+        """Each process's mean loss term times its share of the global batch (n W / N).
+
+        DDP averages the processes' gradients, which is the gradient of the mean over the whole
+        batch only when every process averages over as many elements; structures of different
+        sizes, or with different numbers of fixed atoms, break that. ``counts`` holds how many
+        elements each term averaged over on this process.
+        """
+        if stage != "train" or self.trainer.world_size == 1:
+            return dict(terms)
+        local = torch.tensor([float(counts[name]) for name in terms], device=self.device)
+        total = local.clone()
+        torch.distributed.all_reduce(total)
+        shares = (local * self.trainer.world_size / total).tolist()
+        return {name: value * share for (name, value), share in zip(terms.items(), shares)}
+
     def combine_terms(self, terms: Mapping[str, Tensor], stage: str, batch_size: int) -> Tensor:
         total, used = self.weighting.combine(terms, self.weights, self, self.global_step)
         # One transfer from the device per step; under DDP one all-reduce gives every process

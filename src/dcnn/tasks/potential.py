@@ -88,10 +88,14 @@ class PotentialTask(DerivativeTask):
         # S2EF: atoms a constraint holds have no force to learn (their DFT force is not zero,
         # but the relaxation never moved them); they are left out of loss and metrics.
         free = ~batch["fixed"] if self.exclude_fixed_atoms else slice(None)
-        terms = {
-            "energy": self.loss_fn(energy, target_energy),
-            "forces": self.loss_fn(forces[free], target_forces[free]),
-        }
+        terms = self.means_over_global_batch(
+            {
+                "energy": self.loss_fn(energy, target_energy),
+                "forces": self.loss_fn(forces[free], target_forces[free]),
+            },
+            {"energy": energy.numel(), "forces": forces[free].numel()},
+            stage,
+        )
         total = self.combine_terms(terms, stage, batch_size=len(n_atoms))
         # Metrics in the dataset's units, after the inverse label transform. They are only
         # updated here and logged once per epoch (logging a Metric object every step is slow).
