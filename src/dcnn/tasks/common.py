@@ -109,7 +109,9 @@ class DerivativeTask(pl.LightningModule):
         total = local.clone()
         torch.distributed.all_reduce(total)
         shares = (local * self.trainer.world_size / total).tolist()
-        return {name: value * share for (name, value), share in zip(terms.items(), shares)}
+        return {
+            name: value * share for (name, value), share in zip(terms.items(), shares, strict=True)
+        }
 
     def combine_terms(self, terms: Mapping[str, Tensor], stage: str, batch_size: int) -> Tensor:
         total, used = self.weighting.combine(terms, self.weights, self, self.global_step)
