@@ -239,6 +239,31 @@ def test_table1_averages_seeds_and_shows_diverged_cells(md17_sweep, capsys):
     assert "budget: dataset.n_train=1000, optimizer.lr=0.0001, seeds 0, 1, 2" in out
 
 
+def test_table1_with_a_row_per_molecule_holds_the_same_cells(md17_sweep, capsys):
+    code, out, _ = _run(["table1", str(md17_sweep), "--rows", "molecules"], capsys)
+    assert code == 0
+    header, *rows = _markdown_rows(out)
+    assert header[:4] == [
+        "molecule",
+        "CGCNN baseline E MAE (kcal/mol)",
+        "CGCNN baseline F MAE (kcal/mol/Angstrom)",
+        "CGCNN baseline n",
+    ]
+    assert header[10:13] == [
+        "SchNet * E MAE (kcal/mol)",
+        "SchNet * F MAE (kcal/mol/Angstrom)",
+        "SchNet * n",
+    ]
+    assert len(header) == 1 + 5 * 3
+    assert rows[0][:7] == ["aspirin", "239.1 [239.07]", "14.2 [14.20]", "1"] + [
+        "53 ± 4.243 [53.00]",
+        "1.21 ± 0.01414 [1.21]",
+        "2",
+    ]
+    assert rows[1][0] == "benzene" and rows[1][10:13] == ["diverged", "diverged", "0/2"]
+    assert "* = IReLU, no normalization layers, labels divided by a power of ten" in out
+
+
 def test_table1_csv_has_full_precision_and_extra_setting_columns(tmp_path, capsys):
     root = tmp_path / "size_study"
     for index, (n_train, seed, energy) in enumerate([(50, 0, 1.0), (50, 1, 2.0), (200, 0, 0.5)]):

@@ -31,6 +31,8 @@ TABLE_COMMANDS: dict[str, tuple[Callable[[Sequence[Run]], list[Table]], str]] = 
     ),
     "ablations": (ablation_tables, "paper Tables 7-9: IReLU alone, both, rescaling alone"),
 }
+# Tables laid out molecule by molecule, which `--rows molecules` turns round.
+MOLECULE_TABLES = ("table1", "ablations")
 FIGURE_COMMANDS: dict[str, tuple[Callable[[Sequence[Run], Path], list[str]], str]] = {
     "fig1": (figure1, "paper Fig. 1 from a beta sweep: training curves and test MAE against beta"),
     "fig2": (figure2, "paper Fig. 2 from a size sweep: test MAE against training frames"),
@@ -59,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--format", choices=("markdown", "csv"), default="markdown")
         command.add_argument("--out", type=Path, help="write to this file instead of stdout")
+        if name in MOLECULE_TABLES:
+            command.add_argument(
+                "--rows",
+                choices=("variants", "molecules"),
+                default="variants",
+                help="variants: the paper's layout (a row per model and variant, molecules as "
+                "columns); molecules: a row per molecule (narrower)",
+            )
     for name, (_, help_text) in FIGURE_COMMANDS.items():
         figure = commands.add_parser(
             name, parents=[folders, overwrite], help=help_text, description=help_text
@@ -119,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _draw(args.command, runs, args.out)
             return 0
         build, _ = TABLE_COMMANDS[args.command]
-        tables = build(runs)
+        if args.command in MOLECULE_TABLES:
+            tables = build(runs, molecule_rows=args.rows == "molecules")
+        else:
+            tables = build(runs)
         text = render_csv(tables) if args.format == "csv" else render_markdown(tables)
         if args.out is None:
             sys.stdout.write(text)

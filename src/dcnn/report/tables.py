@@ -290,12 +290,13 @@ def run_count(runs: Sequence[Run]) -> Cell:
 COUNT_NOTE = "n: ok runs averaged (ok/total when some runs diverged or failed)"
 
 
-def table1(runs: Sequence[Run]) -> list[Table]:
+def table1(runs: Sequence[Run], molecule_rows: bool = False) -> list[Table]:
     """Paper Table 1: rows model + variant (+ any other setting that differs), columns
     molecule x (energy MAE, force MAE, n), seeds averaged, the published value in each cell
-    where the paper has one."""
+    where the paper has one. ``molecule_rows``: one row per molecule instead (narrower)."""
     runs, notes = runs_of_task(runs, "potential", "table1")
-    return [_molecule_table(runs, "Table 1: test MAE (mean over ok runs)", notes)]
+    title = "Table 1: test MAE (mean over ok runs)"
+    return [_molecule_table(runs, title, notes, molecule_rows)]
 
 
 # The paper's ablation tables (its appendix C): variant label -> title.
@@ -306,14 +307,16 @@ ABLATIONS = {
 }
 
 
-def ablation_tables(runs: Sequence[Run]) -> list[Table]:
-    """Paper Tables 7-9: one table per ablation variant found, rows model, columns molecules."""
+def ablation_tables(runs: Sequence[Run], molecule_rows: bool = False) -> list[Table]:
+    """Paper Tables 7-9: one table per ablation variant found, rows model, columns molecules
+    (``molecule_rows``: the other way round)."""
     runs, notes = runs_of_task(runs, "potential", "ablations")
     tables = []
     for variant, title in ABLATIONS.items():
         chosen = [run for run in runs if variant_label(run) == variant]
         if chosen:
-            tables.append(_molecule_table(chosen, f"{title}: test MAE", list(notes)))
+            table = _molecule_table(chosen, f"{title}: test MAE", list(notes), molecule_rows)
+            tables.append(table)
     if not tables:
         found = ", ".join(sorted({variant_label(run) for run in runs}))
         raise ReportError(
@@ -323,7 +326,9 @@ def ablation_tables(runs: Sequence[Run]) -> list[Table]:
     return tables
 
 
-def _molecule_table(runs: Sequence[Run], title: str, notes: list[str]) -> Table:
+def _molecule_table(
+    runs: Sequence[Run], title: str, notes: list[str], molecule_rows: bool = False
+) -> Table:
     fixed_by_layout = {"task", "dataset.molecule", "model", "seed", *VARIANT_KEYS}
     extras = [key for key in differing_settings(runs) if key not in fixed_by_layout]
 
@@ -343,30 +348,49 @@ def _molecule_table(runs: Sequence[Run], title: str, notes: list[str]) -> Table:
     )
     cells = group_by(runs, lambda run: (*row_key(run), run.dataset_label()))
 
-    columns = ["model", "variant", *extras]
-    for molecule in molecules:
-        of_molecule = [run for run in runs if run.dataset_label() == molecule]
-        energy_units = {u for run in of_molecule if (u := run.units.get("energy"))}
-        force_units = {u for run in of_molecule if (u := run.units.get("forces"))}
-        columns += [
-            with_unit(f"{molecule} E MAE", energy_units),
-            with_unit(f"{molecule} F MAE", force_units),
-            f"{molecule} n",
+    def measured(key: tuple, molecule: str) -> list[Cell]:
+        """Energy MAE, force MAE and run count of one model/variant on one molecule."""
+        cell_runs = cells.get((*key, molecule), [])
+        if not cell_runs:
+            return [None, None, None]
+        return [
+            *(
+                summarize(cell_runs, metric, table1_value(key[0], key[1], molecule, metric))
+                for metric in ("energy_mae", "force_mae")
+            ),
+            run_count(cell_runs),
         ]
-    rows = []
-    for key in row_keys:
-        row: list[Cell] = [setting_cell(value) for value in key]
+
+    def unit_columns(prefix: str, of: Sequence[Run]) -> list[str]:
+        energy_units = {u for run in of if (u := run.units.get("energy"))}
+        force_units = {u for run in of if (u := run.units.get("forces"))}
+        return [
+            with_unit(f"{prefix}E MAE", energy_units),
+            with_unit(f"{prefix}F MAE", force_units),
+            f"{prefix}n",
+        ]
+
+    if molecule_rows:
+        columns = ["molecule"]
+        for key in row_keys:
+            label = " ".join(str(setting_cell(value)) for value in key) + " "
+            columns += unit_columns(label, [run for run in runs if row_key(run) == key])
+        rows = [
+            [molecule, *(value for key in row_keys for value in measured(key, molecule))]
+            for molecule in molecules
+        ]
+    else:
+        columns = ["model", "variant", *extras]
         for molecule in molecules:
-            cell_runs = cells.get((*key, molecule), [])
-            if cell_runs:
-                row += [
-                    summarize(cell_runs, metric, table1_value(key[0], key[1], molecule, metric))
-                    for metric in ("energy_mae", "force_mae")
-                ]
-                row.append(run_count(cell_runs))
-            else:
-                row += [None, None, None]
-        rows.append(row)
+            of_molecule = [run for run in runs if run.dataset_label() == molecule]
+            columns += unit_columns(f"{molecule} ", of_molecule)
+        rows = [
+            [
+                *(setting_cell(value) for value in key),
+                *(value for molecule in molecules for value in measured(key, molecule)),
+            ]
+            for key in row_keys
+        ]
 
     if any(key[1] == "*" for key in row_keys):
         notes.append("* = IReLU, no normalization layers, labels divided by a power of ten")
