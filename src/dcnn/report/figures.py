@@ -266,6 +266,10 @@ def figure2(runs: Sequence[Run], out: Path) -> list[str]:
             )
         axes.set_xscale("log")
         axes.set_yscale("log")
+        # Ticks at the sizes run, written out: log-axis labels such as 3x10^3 overlap.
+        sizes = sorted({_n_train(run) for run in runs})
+        axes.set_xticks(sizes, [f"{size:,.0f}" for size in sizes], minor=False)
+        axes.set_xticks([], minor=True)
         axes.set_xlabel("training frames")
         axes.set_ylabel(with_unit(f"test {title} MAE", {unit} if unit else set()))
         axes.set_title(f"test {title} MAE against training-set size")
