@@ -328,6 +328,33 @@ def test_collate_mixed_molecules_and_periodic_slabs(aspirin, oc20):
         assert edges_per_frame[frame] == len(reference_pairs) > 0
 
 
+def test_kept_frame_graphs_give_the_batches_built_from_scratch(aspirin, oc20):
+    cutoff = 5.0
+    kept = {
+        "aspirin": AtomsDataset(aspirin, torch.float64, graph_cutoff=cutoff),
+        "oc20": AtomsDataset(oc20, torch.float64, graph_cutoff=cutoff),
+    }
+    plain = {
+        name: AtomsDataset(data, torch.float64)
+        for name, data in [("aspirin", aspirin), ("oc20", oc20)]
+    }
+    frames = [("aspirin", 0), ("oc20", 0), ("aspirin", 5), ("oc20", len(oc20) - 1)]
+    collate = AtomsCollate(cutoff)
+    built = collate([plain[name][index] for name, index in frames])
+    for _ in range(2):  # the second time from the kept lists
+        joined = collate([kept[name][index] for name, index in frames])
+        assert joined.keys() == built.keys()
+        for key, value in built.items():
+            assert torch.equal(joined[key], value), key
+    # Built once per frame: a later item holds the same tensors.
+    assert kept["oc20"][0]["edge_index"] is kept["oc20"][0]["edge_index"]
+    # A collate with another cutoff does not use lists built for this one.
+    shorter = AtomsCollate(3.0)
+    other = shorter([kept[name][index] for name, index in frames])["edge_index"]
+    assert torch.equal(other, shorter([plain[name][index] for name, index in frames])["edge_index"])
+    assert other.shape[1] < built["edge_index"].shape[1]
+
+
 def test_collate_works_in_a_dataloader(oc20):
     loader = torch.utils.data.DataLoader(
         AtomsDataset(oc20), batch_size=4, collate_fn=AtomsCollate(4.0)

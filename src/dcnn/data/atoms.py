@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dcnn.data.neighbors import batched_neighbor_list, reverse_edges
+from dcnn.data.neighbors import batched_neighbor_list, neighbor_list, reverse_edges
 
 # Highest atomic number known to the periodic table; anything else is a corrupt label.
 _MAX_ATOMIC_NUMBER = 118
@@ -311,13 +311,23 @@ class AtomsDataset(torch.utils.data.Dataset):
     ``cell`` (3, 3), ``pbc`` (3,) bool, ``fixed`` (n,) bool. Positions and cells are in
     ``dtype``; the labels stay in float64, so that the label transform (a shift of ~4e5 kcal/mol
     for MD17) is exact before anything is cast to the model's precision.
+
+    With ``graph_cutoff``, items also hold the frame's neighbour list (``edge_index``,
+    ``edge_shift``, ``edge_reverse``, frame-local, and the ``graph_cutoff`` it was built with,
+    which ``AtomsCollate`` checks against its own), built on the frame's first use and kept:
+    a frame's positions never change, and building the list takes about a third of a small
+    model's training step.
     """
 
-    def __init__(self, data: AtomsData, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, data: AtomsData, dtype: torch.dtype = torch.float32, graph_cutoff: float | None = None
+    ) -> None:
         if not dtype.is_floating_point:
             raise DataError(f"AtomsDataset: dtype must be a floating point dtype, got {dtype}")
         self.data = data
         self.dtype = dtype
+        self.graph_cutoff = graph_cutoff
+        self._graphs: list[dict | None] = [None] * len(data)
         # Converted once; items are cheap views into these tensors.
         self._offsets = data.offsets.tolist()
         self._numbers = torch.from_numpy(data.numbers)
@@ -336,7 +346,7 @@ class AtomsDataset(torch.utils.data.Dataset):
             raise IndexError(f"AtomsDataset index {index} out of range for {len(self)} frames")
         index = index % len(self)
         atoms = slice(self._offsets[index], self._offsets[index + 1])
-        return {
+        item = {
             "numbers": self._numbers[atoms],
             "positions": self._positions[atoms],
             "energy": self._energy[index],
@@ -345,6 +355,26 @@ class AtomsDataset(torch.utils.data.Dataset):
             "pbc": self._pbc[index],
             "fixed": self._fixed[atoms],
         }
+        if self.graph_cutoff is not None:
+            if self._graphs[index] is None:
+                self._graphs[index] = frame_graph(
+                    item["positions"], item["cell"], item["pbc"], self.graph_cutoff
+                )
+            item.update(self._graphs[index])
+        return item
+
+
+def frame_graph(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> dict[str, torch.Tensor]:
+    """One frame's neighbour list and the reverse of each edge (frame-local indices)."""
+    edge_index, edge_shift = neighbor_list(positions, cell, pbc, cutoff)
+    return {
+        "edge_index": edge_index,
+        "edge_shift": edge_shift,
+        "edge_reverse": reverse_edges(edge_index, edge_shift, len(positions)),
+        "graph_cutoff": float(cutoff),
+    }
 
 
 class AtomsCollate:
@@ -379,6 +409,9 @@ class AtomsCollate:
             "pbc": torch.stack([item["pbc"] for item in items]),
             "fixed": torch.cat([item["fixed"] for item in items]),
         }
+        if all(item.get("graph_cutoff") == self.cutoff for item in items):  # built and kept
+            batch.update(self._joined_graphs(items, n_atoms))
+            return batch
         batch["edge_index"], batch["edge_shift"] = batched_neighbor_list(
             batch["positions"], batch["cell"], batch["pbc"], n_atoms, self.cutoff
         )
@@ -386,3 +419,16 @@ class AtomsCollate:
             batch["edge_index"], batch["edge_shift"], len(batch["numbers"])
         )
         return batch
+
+    def _joined_graphs(self, items, n_atoms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frames' own lists with batch-wide atom and edge indices (the same edges, in the
+        same order, as ``batched_neighbor_list`` gives)."""
+        n_edges = torch.tensor([item["edge_index"].shape[1] for item in items])
+        atom_start = (torch.cumsum(n_atoms, 0) - n_atoms).tolist()
+        edge_start = (torch.cumsum(n_edges, 0) - n_edges).tolist()
+        pieces = list(zip(items, atom_start, edge_start, strict=True))
+        return {
+            "edge_index": torch.cat([item["edge_index"] + a for item, a, _ in pieces], dim=1),
+            "edge_shift": torch.cat([item["edge_shift"] for item in items]),
+            "edge_reverse": torch.cat([item["edge_reverse"] + e for item, _, e in pieces]),
+        }

@@ -52,6 +52,7 @@ class AtomsDataModule(pl.LightningDataModule):
         report_energy_unit: str | None = None,
         split: str = "auto",
         fixed_atoms: str = "exclude",
+        cache_graphs: bool = True,
     ) -> None:
         super().__init__()
         self.source = resolve_data_path(path, root)
@@ -92,6 +93,7 @@ class AtomsDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.collate = AtomsCollate(cutoff)
+        self.graph_cutoff = float(cutoff) if cache_graphs else None
 
     @property
     def units(self) -> dict[str, str]:
@@ -110,7 +112,7 @@ class AtomsDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ResumableLoader:
         """``batch_size`` frames per step in all, split evenly over DDP processes."""
         rank, world_size = _rank_and_world(self)
-        dataset = AtomsDataset(self.split("train"))
+        dataset = AtomsDataset(self.split("train"), graph_cutoff=self.graph_cutoff)
         return training_loader(
             dataset,
             self.batch_size,
@@ -121,11 +123,11 @@ class AtomsDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        dataset = AtomsDataset(self.split("val"))
+        dataset = AtomsDataset(self.split("val"), graph_cutoff=self.graph_cutoff)
         return evaluation_loader(dataset, self.eval_batch_size, seed=self.seed, **self._options())
 
     def test_dataloader(self) -> DataLoader:
-        dataset = AtomsDataset(self.split("test"))
+        dataset = AtomsDataset(self.split("test"), graph_cutoff=self.graph_cutoff)
         return evaluation_loader(dataset, self.eval_batch_size, seed=self.seed, **self._options())
 
     def describe(self) -> dict:

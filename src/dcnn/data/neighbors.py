@@ -129,6 +129,8 @@ def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_atoms: i
     Full neighbour lists hold both directions of every pair; a list that does not is an error.
     """
     source, target = edge_index
+    if not bool(edge_shift.any()):
+        return _reverse_without_shifts(source, target, n_atoms)
     # Shifts are integer combinations of cell vectors; round them to make them exact keys.
     shift_key = torch.round(edge_shift * 1e4).to(torch.int64)
     forward = torch.cat([(source * n_atoms + target)[:, None], shift_key], dim=1)
@@ -139,8 +141,24 @@ def reverse_edges(edge_index: torch.Tensor, edge_shift: torch.Tensor, n_atoms: i
     edge_of_key[forward_id] = torch.arange(len(source), device=source.device)
     reverse = edge_of_key[backward_id]
     if bool((reverse < 0).any()):
-        raise ValueError(
-            "reverse_edges: the neighbour list lacks the reverse of some edges; expected a full "
-            "list (both directions of every pair), as dcnn.data.neighbors builds"
-        )
+        raise ValueError(MISSING_REVERSE)
     return reverse
+
+
+MISSING_REVERSE = (
+    "reverse_edges: the neighbour list lacks the reverse of some edges; expected a full list "
+    "(both directions of every pair), as dcnn.data.neighbors builds"
+)
+
+
+def _reverse_without_shifts(source: torch.Tensor, target: torch.Tensor, n_atoms: int):
+    """``reverse_edges`` when no edge crosses a cell boundary: an atom pair is then one edge, so
+    one sorted scalar key per edge finds each reverse (a row-wise ``unique`` is ~10x slower)."""
+    key = source * n_atoms + target
+    order = torch.argsort(key)
+    sorted_key = key[order]
+    wanted = target * n_atoms + source
+    position = torch.searchsorted(sorted_key, wanted).clamp_(max=max(len(key) - 1, 0))
+    if len(key) and not bool((sorted_key[position] == wanted).all()):
+        raise ValueError(MISSING_REVERSE)
+    return order[position]

@@ -373,7 +373,9 @@ def _molecule_table(
     if molecule_rows:
         columns = ["molecule"]
         for key in row_keys:
-            label = " ".join(str(setting_cell(value)) for value in key) + " "
+            model, variant, *values = (str(setting_cell(value)) for value in key)
+            named = [f"{k.split('.')[-1]}={v}" for k, v in zip(extras, values, strict=True)]
+            label = " ".join([model, variant, *named]) + " "
             columns += unit_columns(label, [run for run in runs if row_key(run) == key])
         rows = [
             [molecule, *(value for key in row_keys for value in measured(key, molecule))]
