@@ -36,7 +36,11 @@ class CGCNNConv(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         source, target = edge_index
-        z = self.bn1(self.lin1(torch.cat([x[target], x[source], edge_attr], dim=1)))
+        z = self.bn1(
+            self.lin1(
+                torch.cat([x.index_select(0, target), x.index_select(0, source), edge_attr], dim=1)
+            )
+        )
         gate, core = z.chunk(2, dim=1)
         messages = torch.sigmoid(gate) * F.softplus(core)
         aggregate = torch.zeros_like(x).index_add(0, target, messages)

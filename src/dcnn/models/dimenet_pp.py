@@ -73,7 +73,7 @@ class CosineSphericalBasis(pyg_dimenet.SphericalBasisLayer):
         rbf = self.envelope(x).unsqueeze(-1) * rbf
         cbf = legendre_harmonics(cosine, self.num_spherical)
         n, k = self.num_spherical, self.num_radial
-        return (rbf[idx_kj].view(-1, n, k) * cbf.view(-1, n, 1)).view(-1, n * k)
+        return (rbf.index_select(0, idx_kj).view(-1, n, k) * cbf.view(-1, n, 1)).view(-1, n * k)
 
 
 class DimeNetPlusPlus(nn.Module):

@@ -121,10 +121,12 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor, weight: Tensor) -> Tensor:
         source, target = edge_index
-        emb = torch.cat([self.lin_basis(edge_attr), h[source], h[target]], dim=1)
+        emb = torch.cat(
+            [self.lin_basis(edge_attr), h.index_select(0, source), h.index_select(0, target)], dim=1
+        )
         filters = self.mlp_edge(emb) * weight[:, None]
         x = self.lin(h)
-        messages = torch.zeros_like(x).index_add(0, target, x[source] * filters)
+        messages = torch.zeros_like(x).index_add(0, target, x.index_select(0, source) * filters)
         return self.mlp_trans(messages + self.center_W * x)
 
 

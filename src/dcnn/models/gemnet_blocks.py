@@ -129,7 +129,9 @@ class EdgeEmbedding(nn.Module):
         self.dense = Dense(2 * atom_features + edge_features, out_features)
 
     def forward(self, h: Tensor, features: Tensor, source: Tensor, target: Tensor) -> Tensor:
-        return self.dense(torch.cat([h[source], h[target], features], dim=-1))
+        return self.dense(
+            torch.cat([h.index_select(0, source), h.index_select(0, target), features], dim=-1)
+        )
 
 
 class CircularBasisDownProjection(nn.Module):
@@ -227,11 +229,11 @@ class TripletInteraction(nn.Module):
         x_ba = self.dense_ba(m)  # (E, emb_size_edge)
         x_ba = self.scale_rbf(x_ba * self.mlp_rbf(rbf3))
         x_ba = self.down_projection(x_ba)  # (E, emb_size_trip)
-        x_ba = x_ba[ba]  # (T, emb_size_trip)
+        x_ba = x_ba.index_select(0, ba)  # (T, emb_size_trip)
         x = self.mlp_cbf(cbf3, x_ba, ca, rank, max_per_edge)  # (E, emb_size_bilinear)
         x = self.scale_cbf_sum(x)
         x_ca = self.up_projection_ca(x)
-        x_ac = self.up_projection_ac(x)[id_swap]  # goes to the edge a -> c
+        x_ac = self.up_projection_ac(x).index_select(0, id_swap)  # goes to the edge a -> c
         return (x_ca + x_ac) * INV_SQRT_2
 
 

@@ -211,7 +211,7 @@ class GemNetT(nn.Module):
         # phi_cab, as in GemNet: the angle at atom a between the edges c -> a and b -> a, from
         # the cosine of their vectors (both point into a, so it equals the angle between a -> c
         # and a -> b); no arccos, no clamp (see the module docstring).
-        cos_cab = cosine_between(vectors[ca], vectors[ba])
+        cos_cab = cosine_between(vectors.index_select(0, ca), vectors.index_select(0, ba))
         harmonics = legendre_harmonics(cos_cab, self.num_spherical)  # (T, L)
         rad_cbf3 = self.radial_basis_cbf3(distance)  # (E, R): rbf of d_ca, per edge c -> a
         rbf = self.radial_basis(distance)  # (E, R)

@@ -24,7 +24,9 @@ class SchNet(pyg_schnet.SchNet):
     list holds every pair twice (i -> j and j -> i, the same distance), so each interaction's
     filter network, which does most of the work, runs on one edge of each pair and is shared
     with its reverse; messages are gathered and summed with ``index_add`` instead of PyG's
-    ``propagate``. The result equals PyG's forward (tested to round-off).
+    ``propagate``. Gathers use ``index_select``: the backward of ``x[index]`` is an accumulating
+    ``index_put``, which made a training step 1.7x slower on two CPU threads. The result equals
+    PyG's forward (tested to round-off).
 
     Input: a batch dict with ``numbers`` (N,), ``positions`` (N, 3), ``batch`` (N,),
     ``n_atoms`` (B,), ``edge_index`` (2, E) and ``edge_shift`` (E, 3), optionally
@@ -59,15 +61,15 @@ class SchNet(pyg_schnet.SchNet):
         source, target = batch["edge_index"]
         pair, first_of_pair = _pairs(batch)
         _, distances = edge_vectors(batch)
-        distance = distances[first_of_pair]  # one per pair of reverse edges
+        distance = distances.index_select(0, first_of_pair)  # one per pair of reverse edges
         expanded = self.distance_expansion(distance)
         smooth_cutoff = 0.5 * (torch.cos(distance * math.pi / self.cutoff) + 1.0)
 
         h = self.embedding(batch["numbers"])
         for interaction in self.interactions:
             conv = interaction.conv
-            filters = (interaction.mlp(expanded) * smooth_cutoff[:, None])[pair]
-            messages = conv.lin1(h)[source] * filters
+            filters = (interaction.mlp(expanded) * smooth_cutoff[:, None]).index_select(0, pair)
+            messages = conv.lin1(h).index_select(0, source) * filters
             aggregated = messages.new_zeros(len(h), messages.shape[1]).index_add(
                 0, target, messages
             )

@@ -28,7 +28,10 @@ def edge_vectors(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Vectors (E, 3) from each edge's source to its target, and their lengths (E,)."""
     source, target = batch["edge_index"]
     positions = batch["positions"]
-    vectors = positions[target] - positions[source] + batch["edge_shift"]
+    # index_select, not positions[target]: its backward is index_add, not a slow index_put.
+    vectors = (
+        positions.index_select(0, target) - positions.index_select(0, source) + batch["edge_shift"]
+    )
     return vectors, vectors.norm(dim=-1)
 
 
