@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    items = _frames(60)
+    frames = _frames(60)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 20 aspirin, "
         f"median of {args.rounds} rounds of {args.steps} steps",
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
-        result = measure(preset, items, args.steps, args.rounds)
+        result = measure(preset, frames, args.steps, args.rounds)
         step_ms = 1e3 * result["step"]
         graph, kept = 1e3 * result["graph"], 1e3 * result["kept_graph"]
         triplets = 1e3 * result["triplets"]
