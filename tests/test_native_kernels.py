@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from dcnn.activations import IReLU
-from dcnn.input_derivatives import native, taylor
+from dcnn.input_derivatives import fused_mlp, native
 from dcnn.input_derivatives.derivatives import jet_and_values
+from dcnn.input_derivatives.slab_layout import SlabLayout
 from dcnn.models.mlp import MLP
 
 RTOL, ATOL = 1e-10, 1e-12
@@ -108,7 +109,7 @@ def test_native_pass_in_float32_matches_autograd_in_float64(required, activation
 
 @pytest.mark.parametrize("activation", [nn.Tanh, IReLU])
 def test_native_and_torch_ops_pass_agree(monkeypatch, required, activation):
-    """Same numbers from the C++ pass and the torch-op pass of taylor._FusedMLPJet."""
+    """Same numbers from the C++ pass and the torch-op pass of fused_mlp._FusedMLPJet."""
     model = _model(activation, 2, 1)
     x, value_points = _points(50, 2, 3), _points(20, 2, 4)
     native_run, _ = _run(model, x, value_points, (0, 1), None, "taylor")
@@ -128,12 +129,13 @@ def test_native_backward_matches_finite_differences(required, activation, depth)
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     codes = [native.ACTIVATION_CODES[activation]] * depth
     directions = torch.tensor([[0.4, 1.0], [1.0, -0.5]], dtype=torch.float64)
-    layout = taylor.SlabLayout.build(2, (0, 1), directions.device)
+    layout = SlabLayout.build(2, (0, 1), directions.device)
     # IReLU's s'' is a step: keep every z away from 0 so central differences do not cross it.
     x = (_points(6, 2, 5) * 0.3 + 2.0).requires_grad_(True)
 
     def native_pass(x, *params):
-        return taylor._NativeFusedMLPJet.apply(x, directions, 4, codes, layout, required, *params)
+        native_jet = fused_mlp._NativeFusedMLPJet
+        return native_jet.apply(x, directions, 4, codes, layout, required, *params)
 
     assert torch.autograd.gradcheck(native_pass, (x, *params), eps=1e-6, atol=1e-7)
 

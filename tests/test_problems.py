@@ -393,10 +393,10 @@ def test_taylor_runs_value_only_sets_in_the_fused_jet_call(pde, fused_calls, mon
     points = problem.training_points()
     model = MLP(problem.n_inputs, problem.n_outputs, hidden=8, depth=2)
     calls = []
-    original = taylor._mlp_fused
+    original = taylor.mlp_fused
     monkeypatch.setattr(
         taylor,
-        "_mlp_fused",
+        "mlp_fused",
         lambda model, rows, *rest: calls.append(rows.shape[0]) or original(model, rows, *rest),
     )
     forward_calls = []

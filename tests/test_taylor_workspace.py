@@ -5,7 +5,7 @@ import torch
 
 from dcnn.input_derivatives import native
 from dcnn.input_derivatives.derivatives import input_jet, jet_and_values
-from dcnn.input_derivatives.taylor import WORKSPACE, Workspace
+from dcnn.input_derivatives.fused_mlp import WORKSPACE, Workspace
 from dcnn.models.mlp import MLP
 
 DIRECTION = torch.tensor([[0.3, 1.0]], dtype=torch.float64)

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dcnn.input_derivatives.taylor import SlabLayout, taylor_outputs, taylor_unsupported_reason
+from dcnn.input_derivatives.slab_layout import SlabLayout
+from dcnn.input_derivatives.taylor import taylor_outputs, taylor_unsupported_reason
 
 METHODS = ("auto", "autograd", "taylor")
 

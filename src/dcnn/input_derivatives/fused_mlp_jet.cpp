@@ -1,8 +1,8 @@
 // Fused Taylor-mode pass of an MLP on CPU: forward propagation of values and derivative slabs and
 // its hand-written backward pass, with each layer's elementwise work done in one sweep over its
-// rows (the Python version in dcnn/input_derivatives/taylor.py makes about ten sweeps and 25 torch calls per
+// rows (the Python version in dcnn/input_derivatives/fused_mlp.py makes about ten sweeps and 25 torch calls per
 // layer). Built and loaded by dcnn/input_derivatives/native.py; the math and the row-block layout are those of
-// taylor._FusedMLPJet:
+// fused_mlp._FusedMLPJet:
 //
 //   rows 0..N-1 are values (the first n of them jet points), then M = K + S slabs of n rows each:
 //   K first derivatives along the directions, S pure second derivatives along the requested ones.

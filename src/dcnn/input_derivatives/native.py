@@ -12,7 +12,7 @@ version: a cluster's home folder shared by different nodes stays safe).
 Setting: environment variable ``DCNN_NATIVE_KERNELS``
 
 * ``auto`` (default): build and use them on CPU; if the build fails, warn once and use the torch
-  ops of :mod:`dcnn.input_derivatives.taylor`, which compute the same numbers;
+  ops of :mod:`dcnn.input_derivatives.fused_mlp`, which compute the same numbers;
 * ``off``: never build, always the torch ops;
 * ``require``: fail with the compiler's message if they cannot be built (tests, benchmarks).
 
