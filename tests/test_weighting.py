@@ -32,6 +32,16 @@ def test_fixed_weights_sum_terms():
         FixedWeights().combine(terms, {"energy": 1.0}, nn.Linear(1, 1), 0)
 
 
+@pytest.mark.parametrize("name", ["fixed", "annealing", "relobralo"])
+def test_every_strategy_names_a_term_without_a_weight(name):
+    strategy = build_weighting(name, task="pinn")
+    model = nn.Linear(1, 1)
+    x = torch.ones(4, 1)
+    terms = {"pde": model(x).square().mean(), "ic": model(x).mean().abs()}
+    with pytest.raises(KeyError, match=r"no weight given for loss term\(s\) \['ic'\]"):
+        strategy.combine(terms, {"pde": 1.0}, model, step=0)
+
+
 def test_annealing_matches_algorithm_1_by_hand():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))

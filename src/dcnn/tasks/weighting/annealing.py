@@ -1,9 +1,5 @@
-"""Loss-weighting strategies: how named loss terms are combined into one scalar.
-
-Every task hands a dict of named scalar terms and their base weights to a strategy; the strategy
-returns the total loss and the weights it used (which the task logs). Strategies: fixed weights,
-learning-rate annealing (here) and ReLoBRaLo (:mod:`dcnn.tasks.relobralo`).
-"""
+"""Learning-rate annealing of loss weights (Wang, Teng & Perdikaris 2021, Algorithm 1), in the
+paper's form and in the form of the authors' code (``weighting=annealing`` / ``annealing_code``)."""
 
 from __future__ import annotations
 
@@ -12,34 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from dcnn.tasks.relobralo import ReLoBRaLo
-
-__all__ = [
-    "REFERENCE_TERMS",
-    "FixedWeights",
-    "LearningRateAnnealing",
-    "ReLoBRaLo",
-    "build_weighting",
-]
-
-
-class FixedWeights:
-    """total = sum_i w_i L_i with the configured weights."""
-
-    def combine(
-        self, terms: Mapping[str, Tensor], weights: Mapping[str, float], model: nn.Module, step: int
-    ) -> tuple[Tensor, dict[str, float]]:
-        missing = set(terms) - set(weights)
-        if missing:
-            raise KeyError(f"no weight given for loss term(s) {sorted(missing)}")
-        total = sum(weights[name] * value for name, value in terms.items())
-        return total, {name: float(weights[name]) for name in terms}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+from dcnn.tasks.weighting.combine import mean_over_processes, weighted_total
 
 
 class LearningRateAnnealing:
@@ -85,7 +54,7 @@ class LearningRateAnnealing:
 
         def gradients(value: Tensor) -> list[Tensor]:
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-            return [_averaged_over_processes(g) for g in grads if g is not None]
+            return [mean_over_processes(g) for g in grads if g is not None]
 
         def mean_size(grads: list[Tensor]) -> Tensor:
             if self.form == "code":  # the mean of the per-layer means
@@ -122,45 +91,10 @@ class LearningRateAnnealing:
             self.lambdas.setdefault(name, 1.0)
         if model.training and step % self.every == 0:
             self._update(terms, model)
-        used = {name: float(weights[name]) * self.lambdas[name] for name in terms}
-        total = sum(used[name] * value for name, value in terms.items())
-        return total, used
+        return weighted_total(terms, weights, self.lambdas)
 
     def state_dict(self) -> dict:
         return {"lambdas": dict(self.lambdas)}
 
     def load_state_dict(self, state: dict) -> None:
         self.lambdas = dict(state["lambdas"])
-
-
-def _averaged_over_processes(gradient: Tensor) -> Tensor:
-    """Under DDP, the gradient of the global loss (the mean of the processes' gradients), so
-    that every process computes the same weights from it; unchanged otherwise."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return gradient
-    total = gradient.detach().clone()
-    torch.distributed.all_reduce(total)
-    return total / torch.distributed.get_world_size()
-
-
-# The term annealing balances the others against, unless weighting.reference_term says.
-REFERENCE_TERMS = {"pinn": "pde", "potential": "forces"}
-
-
-def build_weighting(
-    name: str, task: str | None = None, **options
-) -> FixedWeights | LearningRateAnnealing | ReLoBRaLo:
-    if name == "fixed":
-        return FixedWeights()
-    if name == "annealing":
-        if options.get("reference_term") is None:
-            if task not in REFERENCE_TERMS:
-                raise ValueError(
-                    f"weighting=annealing needs weighting.reference_term for task {task!r} "
-                    f"(defaults exist for {', '.join(REFERENCE_TERMS)})"
-                )
-            options["reference_term"] = REFERENCE_TERMS[task]
-        return LearningRateAnnealing(**options)
-    if name == "relobralo":
-        return ReLoBRaLo(**options)
-    raise ValueError(f"unknown weighting {name!r}; expected 'fixed', 'annealing' or 'relobralo'")

@@ -1,6 +1,6 @@
 """ReLoBRaLo: Relative Loss Balancing with Random Lookback (Bischof & Kraus 2021, arXiv 2110.09813).
 
-Imported through :mod:`dcnn.tasks.weighting` (``weighting=relobralo``).
+Built by :func:`dcnn.tasks.weighting.build_weighting` (``weighting=relobralo``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
+
+from dcnn.tasks.weighting.combine import mean_over_processes, weighted_total
 
 # Added to the denominator T * L_i(t') as in the authors' code, so that a term at exactly zero
 # loss does not divide by zero.
@@ -24,19 +26,6 @@ def _number(key: str, value, accepts, requirement: str) -> float:
     if not (math.isfinite(value) and accepts(float(value))):
         raise ValueError(f"weighting.{key} must be {requirement}, got {value!r}")
     return float(value)
-
-
-def _agreed(values: Tensor) -> Tensor:
-    """The mean of ``values`` over the processes of a DDP run (``values`` itself otherwise), so
-    that every process computes the same weights from the same loss values."""
-    distributed = torch.distributed
-    if distributed.is_available() and distributed.is_initialized():
-        world = distributed.get_world_size()
-        if world > 1:
-            values = values.clone()
-            distributed.all_reduce(values)
-            values = values / world
-    return values
 
 
 class ReLoBRaLo:
@@ -95,7 +84,7 @@ class ReLoBRaLo:
         return len(current) * torch.softmax(ratio, dim=0)
 
     def _update(self, values: list[Tensor], step: int) -> None:
-        stacked = _agreed(torch.stack([value.detach() for value in values]))
+        stacked = mean_over_processes(torch.stack([value.detach() for value in values]))
         current = stacked.to("cpu", torch.float64)
         if not torch.isfinite(current).all():
             return  # the run stops as diverged; keep weights and history as they were
@@ -116,9 +105,6 @@ class ReLoBRaLo:
     def combine(
         self, terms: Mapping[str, Tensor], weights: Mapping[str, float], model: nn.Module, step: int
     ) -> tuple[Tensor, dict[str, float]]:
-        missing = set(terms) - set(weights)
-        if missing:
-            raise KeyError(f"no weight given for loss term(s) {sorted(missing)}")
         if self.names is None:
             self.names = list(terms)
             self.lambdas = [1.0] * len(self.names)
@@ -129,10 +115,7 @@ class ReLoBRaLo:
             )
         if model.training and step != self.last_step:
             self._update([terms[name] for name in self.names], step)
-        lambdas = dict(zip(self.names, self.lambdas, strict=True))
-        used = {name: float(weights[name]) * lambdas[name] for name in terms}
-        total = sum(used[name] * value for name, value in terms.items())
-        return total, used
+        return weighted_total(terms, weights, dict(zip(self.names, self.lambdas, strict=True)))
 
     def state_dict(self) -> dict:
         return {
