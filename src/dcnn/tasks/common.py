@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from dcnn.tasks.weighting.combine import mean_over_processes
+
 
 class DivergedError(RuntimeError):
     """Training produced a non-finite or exploding loss; the run is recorded as diverged."""
@@ -118,9 +120,8 @@ class DerivativeTask(pl.LightningModule):
         # One transfer from the device per step; under DDP one all-reduce gives every process
         # the mean over processes, so all of them log, and stop on divergence, alike.
         stacked = torch.stack([total.detach(), *(value.detach() for value in terms.values())])
-        if stage == "train" and self.trainer.world_size > 1:
-            torch.distributed.all_reduce(stacked)
-            stacked = stacked / self.trainer.world_size
+        if stage == "train":
+            stacked = mean_over_processes(stacked)
         total_value, *term_values = stacked.tolist()
         values = dict(zip(terms, term_values, strict=True))
         self._check_divergence(stage, total_value, values)
